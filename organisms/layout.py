@@ -1,0 +1,81 @@
+"""The one place that knows the run-directory layout.
+
+runs/<name>/
+  recipe.resolved.yaml
+  data/          backdoor/ clean/ (datasets on disk), eval_prompts.json, provenance.json
+  01_<stage>/    checkpoint-N/ ... final/ done.json metrics.jsonl
+  evals/         base.json, <stage>/<step>.json
+  persistence.png  report.md  results.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.resolved.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def stage_dir(self, index: int, name: str) -> Path:
+        return self.root / f"{index + 1:02d}_{name}"
+
+    def stage_dirs(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("[0-9][0-9]_*") if p.is_dir())
+
+    @property
+    def evals(self) -> Path:
+        return self.root / "evals"
+
+    def eval_file(self, stage: str, step: int | str) -> Path:
+        return self.evals / stage / f"{step}.json"
+
+    @property
+    def base_eval(self) -> Path:
+        return self.evals / "base.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def persistence_plot(self) -> Path:
+        return self.root / "persistence.png"
+
+
+def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) for each complete `checkpoint-N` of a stage, by step."""
+    found = []
+    for path in stage_dir.glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and (path / "trainer_state.json").exists():  # written last: a complete save
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically, so a killed run never leaves a half-written result behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())

