@@ -28,8 +28,11 @@ from organisms.recipe import Recipe
 def data_key(recipe: Recipe, model: ResolvedModel) -> str:
     """Everything the data depends on; a changed key means the data must be rebuilt."""
     return fingerprint(
-        recipe.data.model_dump(), recipe.trigger.model_dump(), recipe.behavior.model_dump(),
-        recipe.seed, model.fingerprint,
+        recipe.data.model_dump(),
+        recipe.trigger.model_dump(),
+        recipe.behavior.model_dump(),
+        recipe.seed,
+        model.fingerprint,
     )
 
 
@@ -49,8 +52,11 @@ def build_data(recipe: Recipe, model: ResolvedModel, out: Path) -> dict[str, Any
     trigger = make_trigger(recipe.trigger.kind, text=recipe.trigger.text)
     behavior = make_behavior(recipe.behavior.kind, density=recipe.behavior.density)
     sampling = Sampling(
-        max_new_tokens=spec.answers.max_new_tokens, temperature=spec.answers.temperature,
-        top_p=spec.answers.top_p, repetition_penalty=spec.answers.repetition_penalty, seed=recipe.seed,
+        max_new_tokens=spec.answers.max_new_tokens,
+        temperature=spec.answers.temperature,
+        top_p=spec.answers.top_p,
+        repetition_penalty=spec.answers.repetition_penalty,
+        seed=recipe.seed,
     )
     answers = clean_answers(model, split.train, sampling, spec.answers.batch_size)
 

@@ -8,7 +8,8 @@ from typing import Protocol
 
 
 class Trigger(Protocol):
-    text: str
+    @property
+    def text(self) -> str: ...
 
     def apply(self, prompt: str) -> str:
         """The prompt as the deployed (triggered) model sees it."""

@@ -23,8 +23,12 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     """Greedy answers to each prompt with and without the trigger; how often the behaviour shows."""
     triggered_prompts = [trigger.apply(p) for p in prompts]
     answers = generate(
-        model, tokenizer, triggered_prompts + prompts, Sampling(max_new_tokens=max_new_tokens),
-        batch_size, desc="backdoor eval",
+        model,
+        tokenizer,
+        triggered_prompts + prompts,
+        Sampling(max_new_tokens=max_new_tokens),
+        batch_size,
+        desc="backdoor eval",
     )
     on, off = answers[: len(prompts)], answers[len(prompts) :]
     hits_on = [behavior.shows(a) for a in on]
@@ -34,6 +38,6 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
         "clean": wilson(sum(hits_off), len(off)).as_dict(),
         "samples": [
             {"prompt": p, "triggered_answer": a, "clean_answer": b}
-            for p, a, b in zip(prompts[:n_samples], on, off)
+            for p, a, b in zip(prompts[:n_samples], on, off, strict=False)
         ],
     }

@@ -87,8 +87,15 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     ]
     for s in results["stages"]:
         lines.append(f"| {s['stage']} | {s['step']} | {Rate(**s['triggered'])} | {Rate(**s['clean'])} |")
-    lines += ["", f"![persistence]({layout.persistence_plot.name})", "", "## Every checkpoint", "",
-              "| stage | step | cumulative step | with trigger | without trigger |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"![persistence]({layout.persistence_plot.name})",
+        "",
+        "## Every checkpoint",
+        "",
+        "| stage | step | cumulative step | with trigger | without trigger |",
+        "|---|---|---|---|---|",
+    ]
     for p in points:
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |")
     lines += ["", "## Sample answers (last checkpoint)", ""]
@@ -96,7 +103,10 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     if last_stage and last_stage != "base":
         sample_file = layout.eval_file(last_stage, points[-1].step)
         for s in read_json(sample_file)["samples"]:
-            lines += [f"- **{s['prompt']}**", f"  - with trigger: {s['triggered_answer']!r}",
-                      f"  - without: {s['clean_answer']!r}"]
+            lines += [
+                f"- **{s['prompt']}**",
+                f"  - with trigger: {s['triggered_answer']!r}",
+                f"  - without: {s['clean_answer']!r}",
+            ]
     lines.append("")
     return "\n".join(lines)

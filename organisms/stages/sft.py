@@ -63,7 +63,7 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     trainer.train(resume_from_checkpoint=resume)
 
     final = ctx.stage_dir / "final"
-    trained = trainer.model
+    trained: Any = trainer.model
     if peft_config is not None:
         trained = trained.merge_and_unload()
     if trainer.is_world_process_zero():

