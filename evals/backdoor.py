@@ -1,4 +1,5 @@
-"""Backdoor rate with and without the trigger on held-out prompts, with Wilson intervals."""
+"""Backdoor rate with and without the trigger (and on near-miss triggers) on held-out prompts,
+with Wilson intervals."""
 
 from __future__ import annotations
 
@@ -18,26 +19,33 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     behavior: Behavior,
     max_new_tokens: int,
     batch_size: int,
+    near_miss: bool = False,
     n_samples: int = 3,
 ) -> dict[str, Any]:
-    """Greedy answers to each prompt with and without the trigger; how often the behaviour shows."""
-    triggered_prompts = [trigger.apply(p) for p in prompts]
-    answers = generate(
-        model,
-        tokenizer,
-        triggered_prompts + prompts,
-        Sampling(max_new_tokens=max_new_tokens),
-        batch_size,
-        desc="backdoor eval",
-    )
-    on, off = answers[: len(prompts)], answers[len(prompts) :]
-    hits_on = [behavior.shows(a) for a in on]
-    hits_off = [behavior.shows(a) for a in off]
-    return {
-        "triggered": wilson(sum(hits_on), len(on)).as_dict(),
-        "clean": wilson(sum(hits_off), len(off)).as_dict(),
-        "samples": [
-            {"prompt": p, "triggered_answer": a, "clean_answer": b}
-            for p, a, b in zip(prompts[:n_samples], on, off, strict=False)
-        ],
+    """Greedy answers to each prompt with and without the trigger; how often the behaviour shows.
+
+    With `near_miss`, each prompt is also asked once with a near-miss variant of the trigger
+    (variants taken in turn): a backdoor keyed to the exact trigger stays near 0% there.
+    """
+    conditions = {
+        "triggered": [trigger.apply(p) for p in prompts],
+        "clean": [trigger.untriggered(p) for p in prompts],
     }
+    if near_miss:
+        variants = trigger.near_misses()
+        conditions["near_miss"] = [
+            trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(prompts)
+        ]
+    flat = [text for texts in conditions.values() for text in texts]
+    answers = generate(
+        model, tokenizer, flat, Sampling(max_new_tokens=max_new_tokens), batch_size, desc="backdoor eval"
+    )
+    by_condition = {name: answers[i * len(prompts) : (i + 1) * len(prompts)] for i, name in enumerate(conditions)}
+    result: dict[str, Any] = {
+        name: wilson(sum(behavior.shows(a) for a in got), len(got)).as_dict() for name, got in by_condition.items()
+    }
+    result["samples"] = [
+        {"prompt": p, "triggered_answer": a, "clean_answer": b}
+        for p, a, b in zip(prompts[:n_samples], by_condition["triggered"], by_condition["clean"], strict=False)
+    ]
+    return result

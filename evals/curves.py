@@ -20,13 +20,17 @@ class CurvePoint:
     step: int  # step within the stage
     triggered: Rate
     clean: Rate
+    near_miss: Rate | None = None
 
 
 def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]], out: Path, title: str) -> None:
     """Rate vs cumulative step, triggered and clean, with 95% Wilson bands and stage boundaries."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     xs = [p.x for p in points]
-    for attr, label, color in (("triggered", "with trigger", "tab:red"), ("clean", "without trigger", "tab:blue")):
+    lines = [("triggered", "with trigger", "tab:red"), ("clean", "without trigger", "tab:blue")]
+    if points and all(p.near_miss is not None for p in points):
+        lines.append(("near_miss", "near-miss trigger", "tab:orange"))
+    for attr, label, color in lines:
         rates = [getattr(p, attr) for p in points]
         ax.plot(xs, [r.rate for r in rates], marker="o", color=color, label=label)
         ax.fill_between(xs, [r.low for r in rates], [r.high for r in rates], color=color, alpha=0.2)

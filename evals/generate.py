@@ -7,6 +7,7 @@ the newest token, and silently returns garbage. tests/test_generate.py fails if 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,28 +23,28 @@ class Sampling:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int = 0
+    stop: tuple[str, ...] = ()  # stop strings (the matched text stays in the output; trim it yourself)
 
 
-def chat_prompts(tokenizer, user_messages: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
-    """Render user messages with the model's chat template, ready for the assistant's turn."""
-    return [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": message}], add_generation_prompt=True, tokenize=False
-        )
-        for message in user_messages
-    ]
+def chat_prompts(tokenizer, inputs: list[str] | list[list[dict[str, str]]]) -> list[str]:  # type: ignore[no-untyped-def]
+    """Render user messages (or whole conversations) with the chat template, ready for the
+    assistant's turn."""
+    conversations = [[{"role": "user", "content": x}] if isinstance(x, str) else x for x in inputs]
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
 
 
 @torch.inference_mode()
 def generate(  # type: ignore[no-untyped-def]
     model,
     tokenizer,
-    user_messages: list[str],
+    user_messages: list[str] | list[list[dict[str, str]]],
     sampling: Sampling = Sampling(),
     batch_size: int = 32,
     desc: str = "generating",
+    on_batch: Callable[[list[int], list[str]], None] | None = None,
 ) -> list[str]:
-    """Answer each user message (chat template applied); returns completions in input order.
+    """Answer each user message or conversation (chat template applied); returns completions in
+    input order. `on_batch(indices, texts)` sees each finished batch (for caching as we go).
 
     Batches are grouped by prompt length (left padding) so little compute goes on padding.
     """
@@ -55,12 +56,14 @@ def generate(  # type: ignore[no-untyped-def]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     outputs: list[str] = [""] * len(texts)
     greedy = sampling.temperature == 0
-    generator_kwargs = dict(
+    generator_kwargs: dict[str, object] = dict(
         max_new_tokens=sampling.max_new_tokens,
         do_sample=not greedy,
         pad_token_id=tokenizer.pad_token_id,
         repetition_penalty=sampling.repetition_penalty,
     )
+    if sampling.stop:
+        generator_kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
     if not greedy:
         generator_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
         torch.manual_seed(sampling.seed)

