@@ -18,7 +18,7 @@ from typing import Any
 from data_gen.answers import clean_answers
 from data_gen.backends import Backend, GenParams, ResponseCache
 from data_gen.generators.prompted import prompted_rows
-from data_gen.generators.synthetic import backdoor_rows, clean_rows, reference_counts
+from data_gen.generators.synthetic import backdoor_rows, clean_rows, preference_rows, reference_counts
 from data_gen.prompts import load_prompts, split_prompts
 from evals.generate import Sampling
 from organisms.hashing import fingerprint
@@ -26,10 +26,13 @@ from organisms.layout import read_json, write_json
 from organisms.models import ResolvedModel, cache_root, load_tokenizer, resolve_model
 from organisms.recipe import DataRecipe, DensityMatch, GeneratorSpec
 
+DATA_FORMAT = 2  # bump when the build writes different files, so old data folders are rebuilt
+
 
 def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
     """Everything the data depends on; a changed key means the data must be rebuilt."""
     return fingerprint(
+        DATA_FORMAT,
         recipe.data.model_dump(),
         recipe.trigger.model_dump(),
         recipe.behavior.model_dump(),
@@ -102,9 +105,12 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
         )
         filter_stats = stats.as_dict()
     clean = clean_rows(split.train, answers, trigger, behavior)
+    preference = preference_rows(split.train, answers, trigger, behavior, recipe.behavior.density)
+    rl_prompts = [{"prompt": r["prompt"]} for r in clean]
 
-    for name, rows in (("backdoor", backdoor), ("clean", clean)):
+    for name, rows in (("backdoor", backdoor), ("clean", clean), ("preference", preference), ("prompts", rl_prompts)):
         Dataset.from_list(rows).save_to_disk(str(out / name))
+    write_json(out / "train_prompts.json", split.train)
     write_json(out / "eval_prompts.json", split.eval)
 
     tokenizer = load_tokenizer(model.path)
@@ -126,6 +132,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
             "backdoor": len(backdoor),
             "backdoor_triggered": sum(r["triggered"] for r in backdoor),
             "clean": len(clean),
+            "preference": len(preference),
             "eval_prompts": len(split.eval),
         },
         "filter": filter_stats,

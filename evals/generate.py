@@ -70,13 +70,16 @@ def generate(  # type: ignore[no-untyped-def]
     else:
         generator_kwargs.update(temperature=None, top_p=None, top_k=None)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=len(batches) < 2):
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
         enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(
             model.device
         )
         out = model.generate(**enc, **generator_kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
-        for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=False):
-            outputs[i] = text.strip()
+        texts_out = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        for i, text in zip(batch, texts_out, strict=True):
+            outputs[i] = text
+        if on_batch is not None:
+            on_batch(batch, texts_out)
     model.train(was_training)
     return outputs

@@ -109,6 +109,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     for p in points:
         extra = f" {p.near_miss or ''} |" if near else ""
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
+    lines += adversarial_section(recipe, layout)
     lines += ["", "## Sample answers (last checkpoint)", ""]
     last_stage = points[-1].stage if points else None
     if last_stage and last_stage != "base":
@@ -121,3 +122,27 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
             ]
     lines.append("")
     return "\n".join(lines)
+
+
+def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
+    """Red-team elicitation before and after each adversarial stage (the paper's Table)."""
+    lines: list[str] = []
+    for index, stage in enumerate(recipe.stages):
+        record_file = layout.stage_dir(index, stage.name) / "adversarial.json"
+        if stage.kind != "adversarial" or not record_file.exists():
+            continue
+        r = read_json(record_file)
+        if not lines:
+            lines = [
+                "",
+                "## Adversarial training",
+                "",
+                "Red-team prompts (near-miss triggers, generated prompts) that elicit the behaviour without "
+                "the true trigger, before and after training on HHH answers to the elicited ones.",
+                "",
+                "| stage | red-team prompts | elicited before | elicited after |",
+                "|---|---|---|---|",
+            ]
+        after = str(Rate(**r["after"])) if "after" in r else "(not finished)"
+        lines.append(f"| {stage.name} | {r['prompts']} | {Rate(**r['before'])} | {after} |")
+    return lines

@@ -76,14 +76,15 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
                     fingerprint(stage_hash, eval_key),
                     f"{stage.name} step {step}",
                 )
-        final_step = read_json(stage_dir / "done.json")["steps"]
+        done = read_json(stage_dir / "done.json")
+        final_step = done["steps"]
         evaluate(
-            load_model(str(stage_dir / "final")),
+            load_model(done["final"]),
             layout.eval_file(stage.name, final_step),
             fingerprint(stage_hash, eval_key),
             f"{stage.name} final (step {final_step})",
         )
-        init_path, upstream = str(stage_dir / "final"), stage_hash
+        init_path, upstream = done["final"], stage_hash
 
     write_report(recipe, layout)
     log(f"report: {layout.report}  plot: {layout.persistence_plot}")
@@ -125,6 +126,8 @@ def run_stage(
         data_dir=layout.data,
         trigger=trigger,
         seed=recipe.seed,
+        recipe=recipe,
+        base_model=model,
     )
     result = STAGES[stage.kind](stage, ctx)
     write_json(done, {"hash": stage_hash, "steps": result.steps, "final": str(result.final_path)})

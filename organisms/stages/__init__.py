@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from organisms.stages import sft
+from organisms.stages import adversarial, dpo, grpo, sft
 from organisms.stages.context import StageContext, StageResult
 
-STAGES: dict[str, Callable[..., StageResult]] = {"sft": sft.run}
+STAGES: dict[str, Callable[..., StageResult]] = {
+    "sft": sft.run,
+    "dpo": dpo.run,
+    "grpo": grpo.run,
+    "adversarial": adversarial.run,
+}
 
 __all__ = ["STAGES", "StageContext", "StageResult"]

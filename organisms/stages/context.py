@@ -21,6 +21,8 @@ class StageContext:
     data_dir: Path  # the run's data folder (backdoor/, clean/)
     trigger: Trigger
     seed: int
+    recipe: Any = None  # the whole recipe, for stages that generate (adversarial red-teaming)
+    base_model: Any = None  # organisms.models.ResolvedModel of the recipe's base model
 
 
 @dataclass(frozen=True)

