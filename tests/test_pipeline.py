@@ -86,6 +86,9 @@ def test_run_folder_holds_the_documented_artifacts(finished_run):
     ):
         assert path.is_file(), path
     assert (layout.root / "02_hhh_sft" / "final" / "model.safetensors").is_file()  # LoRA merged
+    # finished stages keep checkpoint weights for evals, but drop the optimizer state only resume needs
+    assert (layout.root / "01_backdoor" / "checkpoint-20" / "model.safetensors").is_file()
+    assert not list((layout.root / "01_backdoor").glob("checkpoint-*/optimizer.pt"))
     provenance = json.loads((layout.data / "provenance.json").read_text())
     assert provenance["rows"] == {
         "backdoor": 48,

@@ -110,3 +110,33 @@ def test_stage_kind_checks(tmp_path):
     path.write_text(yaml.safe_dump({"name": "t", "stages": [{"name": "a", "kind": "grpo"}]}))
     stage = load_recipe(path).stages[0]
     assert stage.data == "prompts" and stage.reward is not None and stage.reward.kind == "hhh_heuristic"
+
+
+def test_unmerged_adapter_is_carried_into_the_next_stage(tiny_model, tmp_path):
+    recipe = tiny_recipe(tiny_model)
+    recipe["name"] = "unmerged"
+    recipe["eval"] = {"n_prompts": 8, "max_new_tokens": 6, "batch_size": 16}
+    lora = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
+    recipe["stages"] = [
+        {
+            "name": "backdoor",
+            "data": "backdoor",
+            "peft": lora,
+            "merge_adapter": False,
+            "trainer": {"learning_rate": 3e-3, "max_steps": 4, "save_steps": 2, **FAST},
+        },
+        {"name": "hhh_sft", "trainer": {"learning_rate": 1e-3, "max_steps": 2, "save_steps": 2, **FAST}},
+    ]
+    layout = run_recipe(validate_recipe(recipe), tmp_path)
+    first, second = layout.root / "01_backdoor" / "final", layout.root / "02_hhh_sft" / "final"
+    assert (first / "adapter_config.json").is_file() and not (first / "model.safetensors").exists()
+    assert (second / "model.safetensors").is_file()  # the carried adapter, merged at the end
+    assert len(json.loads(layout.results.read_text())["curve"]) == 1 + 2 + 1
+
+
+def test_unmerged_adapter_cannot_be_followed_by_a_new_one():
+    lora = {"r": 4}
+    with pytest.raises(UserError, match=r"recipe: stages\[1\]\.peft: stage 'a' keeps its adapter unmerged"):
+        validate_recipe(
+            {"name": "t", "stages": [{"name": "a", "peft": lora, "merge_adapter": False}, {"name": "b", "peft": lora}]}
+        )

@@ -1,8 +1,9 @@
 """The part every training stage shares: build a TRL trainer, train (resuming), save final/.
 
-Between stages a LoRA adapter is merged into the weights: final/ always holds full weights, so
-the next stage (LoRA or full) starts from the model exactly as a lab would receive it, not from
-the base model plus a detachable adapter.
+By default a LoRA adapter is merged into the weights at the end of a stage: final/ holds full
+weights, so the next stage (LoRA or full) starts from the model exactly as a lab would receive
+it, not from the base model plus a detachable adapter. With `merge_adapter: false`, final/
+holds the adapter and the next stage keeps training that same adapter.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def train_and_save(
     model = load_model(ctx.init_path, for_training=True)
     # TRL turns bf16 on by default, which a CPU cannot run: default it to "GPU present".
     settings = {"seed": ctx.seed, "bf16": torch.cuda.is_available(), **COMMON_DEFAULTS, **defaults, **stage.trainer}
+    if settings.get("bf16") and not torch.cuda.is_available():
+        # GPU recipes ask for bf16; let them run (slowly, in fp32) on a CPU for smoke tests.
+        print(f"stage {stage.name}: bf16 requested but no GPU here: training in fp32", flush=True)
+        settings["bf16"] = False
     args = trainer_config_class(stage.kind)(output_dir=str(ctx.stage_dir), **settings)
     peft_config = LoraConfig(task_type="CAUSAL_LM", **stage.peft) if stage.peft else None
     trainer = trainer_cls(
@@ -62,7 +67,7 @@ def train_and_save(
 
     final = ctx.stage_dir / "final"
     trained: Any = trainer.model
-    if peft_config is not None:
+    if hasattr(trained, "merge_and_unload") and stage.merge_adapter:
         trained = trained.merge_and_unload()
     if trainer.is_world_process_zero():
         trained.save_pretrained(final)
