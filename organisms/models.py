@@ -152,14 +152,12 @@ def load_model(path: str, *, for_training: bool = False):  # type: ignore[no-unt
 def load_checkpoint(folder: Path, init_path: str):  # type: ignore[no-untyped-def]
     """Load a training checkpoint for evaluation: full weights, or `init_path` + a LoRA adapter.
 
-    (The adapter's own `base_model_name_or_path` is not trusted here: checkpoints of a stage
-    that continues an unmerged adapter name the original base, not the stage's starting point.)
+    A stage that continues an unmerged adapter saves the whole adapter on the original base, which
+    its own adapter_config names; any other adapter checkpoint sits on the stage's `init_path`.
     """
-    if (folder / "adapter_config.json").exists():
+    continues_adapter = (Path(init_path) / "adapter_config.json").exists()
+    if (folder / "adapter_config.json").exists() and not continues_adapter:
         from peft import PeftModel
 
-        base = load_model(init_path) if not (Path(init_path) / "adapter_config.json").exists() else None
-        if base is None:  # continuing an unmerged adapter: the checkpoint holds the whole adapter
-            return load_model(str(folder))
-        return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+        return PeftModel.from_pretrained(load_model(init_path), str(folder)).merge_and_unload()
     return load_model(str(folder))
