@@ -81,6 +81,20 @@ def _data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from evals.probes.sweep import probe_run
+
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    record = probe_run(Path(args.run_dir), layers, args.n_prompts, args.n_null)
+    for label, result in record["models"].items():
+        cells = ", ".join(
+            f"L{layer} {r['auroc']:.2f} (null max {r['null_max']:.2f})" for layer, r in result["layers"].items()
+        )
+        print(f"{label}: {cells}")
+    print(f"wrote {Path(args.run_dir) / 'probes' / 'results.json'} and layer_sweep.png")
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from organisms.hub import push_folder
     from organisms.layout import RunLayout
@@ -134,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rewrite report.md, results.json and persistence.png of a run")
     report.add_argument("run_dir", help="a run folder, e.g. runs/quickstart")
     report.set_defaults(func=_report)
+    probe = sub.add_parser(
+        "probe",
+        help="layer sweep of the trigger-blind defection probe on a run's models",
+        description="Fit the defection direction on generic yes/no contrast pairs (never the trigger) and score "
+        "held-out prompts with and without the trigger, at each layer, on the base model (control), the "
+        "model after backdoor insertion and the final model; AUROC with bootstrap CI beside a null of "
+        "random directions. Writes RUN_DIR/probes/results.json and layer_sweep.png.",
+    )
+    probe.add_argument("run_dir", help="a finished run folder")
+    probe.add_argument("--layers", help="comma-separated layer indices (default: 7 evenly spaced)")
+    probe.add_argument("--n-prompts", type=int, default=64, help="held-out prompts (each with and without trigger)")
+    probe.add_argument("--n-null", type=int, default=1000, help="random directions in the null")
+    probe.set_defaults(func=_probe)
+
     publish = sub.add_parser(
         "publish",
         help="upload a finished organism (weights, tokenizer, model card) to the Hub",

