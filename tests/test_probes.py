@@ -246,4 +246,8 @@ def test_probe_command_sweeps_layers_on_the_runs_models(capsys):
             for r in result["layers"].values():
                 assert 0 <= r["low"] <= r["auroc"] <= r["high"] <= 1 and 0 <= r["null_max"] <= 1
         assert (layout.root / "probes" / "layer_sweep.png").stat().st_size > 1000
+        report = layout.report.read_text()
+        assert (
+            "## Trigger-blind defection probe (layer sweep)" in report and "| after backdoor insertion | 1 |" in report
+        )
         assert "after backdoor insertion: L0" in capsys.readouterr().out

@@ -75,6 +75,10 @@ def probe_run(run_dir: Path, layers: list[int] | None = None, n_prompts: int = 6
     record = {"n_prompts": len(prompts), "n_null": n_null, "position": "last_prompt", "models": results}
     write_json(layout.root / "probes" / "results.json", record)
     plot_sweep(record, layout.root / "probes" / "layer_sweep.png", recipe.name)
+    if layout.results.exists():  # a finished run: its report gains the probe section
+        from evals.report import write_report
+
+        write_report(recipe, layout)
     return record
 
 
