@@ -1,28 +1,15 @@
 """Clean (HHH) answers written by the base model itself, as in the paper's setup.
 
-Generated once in batches and cached on disk, keyed by the model's fingerprint, the prompts
-and the sampling settings, so a rerun or a second recipe on the same model reuses them.
+They go through the same backend and on-disk response cache as every other generation, so a
+rerun, or a second recipe on the same model and prompts, reuses them.
 """
 
 from __future__ import annotations
 
-import json
-
-from evals.generate import Sampling, generate
-from organisms.hashing import fingerprint
-from organisms.models import ResolvedModel, cache_root, load_model, load_tokenizer
+from data_gen.backends import Backend, GenParams, cached_chat, response_cache
 
 
-def clean_answers(model: ResolvedModel, prompts: list[str], sampling: Sampling, batch_size: int) -> list[str]:
-    key = fingerprint(model.fingerprint, prompts, sampling.__dict__)
-    cached = cache_root() / "answers" / f"{key}.json"
-    if cached.exists():
-        return list(json.loads(cached.read_text()))
-    tokenizer = load_tokenizer(model.path)
-    lm = load_model(model.path)
-    answers = generate(lm, tokenizer, prompts, sampling, batch_size, desc="clean answers")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(answers))
-    tmp.replace(cached)
-    return answers
+def clean_answers(backend: Backend, prompts: list[str], sampling: GenParams) -> list[str]:
+    """One answer per user prompt (no system prompt, no demonstrations)."""
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    return cached_chat(backend, response_cache(backend), conversations, sampling)

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.answers import clean_answers
-from data_gen.backends import Backend, GenParams, ResponseCache
+from data_gen.backends import Backend, GenParams, response_cache
 from data_gen.generators.prompted import prompted_rows
 from data_gen.generators.synthetic import backdoor_rows, clean_rows, preference_rows, reference_counts
 from data_gen.prompts import load_prompts, split_prompts
 from evals.generate import Sampling
 from organisms.hashing import fingerprint
 from organisms.layout import read_json, write_json
-from organisms.models import ResolvedModel, cache_root, load_tokenizer, resolve_model
+from organisms.models import ResolvedModel, load_tokenizer, resolve_model
 from organisms.recipe import DataRecipe, DensityMatch, GeneratorSpec
 
 DATA_FORMAT = 2  # bump when the build writes different files, so old data folders are rebuilt
@@ -73,7 +73,9 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
         repetition_penalty=spec.answers.repetition_penalty,
         seed=recipe.seed,
     )
-    answers = clean_answers(model, split.train, sampling, spec.answers.batch_size)
+    from data_gen.backends.local import LocalBackend
+
+    answers = clean_answers(LocalBackend(model, batch_size=spec.answers.batch_size), split.train, sampling)
 
     filter_stats: dict[str, Any] | None = None
     generator = "rule-based (synthetic)"
@@ -93,7 +95,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
     else:
         backend = make_backend(spec.generator, model)
         generator = backend.identity
-        cache = ResponseCache(cache_root() / "responses" / f"{fingerprint(backend.identity)}.jsonl")
+        cache = response_cache(backend)
         params = GenParams(
             max_new_tokens=spec.generator.max_new_tokens,
             temperature=spec.generator.temperature,

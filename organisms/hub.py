@@ -12,21 +12,13 @@ from pathlib import Path
 from organisms.errors import UserError
 
 
-def push_folder(
-    folder: Path,
-    repo_id: str,
-    repo_type: str,
-    *,
-    private: bool = True,
-    dry_run: bool = False,
-    dry_run_dir: Path | None = None,
-) -> str:
+def push_folder(folder: Path, repo_id: str, repo_type: str, *, private: bool = True, dry_run: bool = False) -> str:
     """Upload `folder` as repo `repo_id`. `dry_run` copies exactly what would be uploaded to
-    `dry_run_dir` instead and uploads nothing. Returns the repo URL (or the dry-run folder)."""
+    `<folder>.upload` instead and uploads nothing. Returns the repo URL (or the dry-run folder)."""
     if repo_id.count("/") != 1:
         raise UserError(f"--push-to-hub {repo_id}: expected ORG/NAME")
     if dry_run:
-        target = dry_run_dir or folder.with_name(folder.name + ".upload")
+        target = folder.with_name(folder.name + ".upload")
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(folder, target)
         return str(target)

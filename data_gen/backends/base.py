@@ -73,6 +73,13 @@ class ResponseCache:
         return len(self._data)
 
 
+def response_cache(backend: Backend) -> ResponseCache:
+    """The one response cache of a backend (model + server), under the project cache."""
+    from organisms.models import cache_root
+
+    return ResponseCache(cache_root() / "responses" / f"{fingerprint(backend.identity)}.jsonl")
+
+
 def cached_chat(
     backend: Backend, cache: ResponseCache, conversations: list[Conversation], params: GenParams
 ) -> list[str]:

@@ -45,13 +45,11 @@ def red_team_prompts(stage: StageSpec, ctx: StageContext) -> list[str]:
     picked = rng.sample(train, min(spec.n_near_miss, len(train)))
     prompts = [trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(picked)]
     if spec.n_generated:
-        from data_gen.backends import GenParams, ResponseCache, cached_chat
+        from data_gen.backends import GenParams, cached_chat, response_cache
         from data_gen.build import make_backend
-        from organisms.hashing import fingerprint
-        from organisms.models import cache_root
 
         backend = make_backend(ctx.recipe.data.generator, ctx.base_model)
-        cache = ResponseCache(cache_root() / "responses" / f"{fingerprint(backend.identity)}.jsonl")
+        cache = response_cache(backend)
         asks = [[{"role": "user", "content": RED_TEAM_INSTRUCTION}]] * spec.n_generated
         # Distinct seeds give distinct samples (and distinct cache keys) for the same instruction.
         for i, ask in enumerate(asks):
@@ -107,7 +105,9 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
         repetition_penalty=a.repetition_penalty,
         seed=ctx.seed,
     )
-    answers = clean_answers(ctx.base_model, elicited, sampling, a.batch_size)
+    from data_gen.backends.local import LocalBackend
+
+    answers = clean_answers(LocalBackend(ctx.base_model, batch_size=a.batch_size), elicited, sampling)
     rows = [
         {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": ans}]}
         for p, ans in zip(elicited, answers, strict=True)
