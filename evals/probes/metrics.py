@@ -23,6 +23,11 @@ def _vec(x: Array) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
+def auroc(labels: Array, scores: Array) -> float:
+    """AUROC of `scores [n]` for binary `labels [n]` (sklearn's)."""
+    return float(roc_auc_score(_vec(labels).astype(int), _vec(scores)))
+
+
 def auroc_with_ci(labels: Array, scores: Array, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """AUROC of `scores [n]` for binary `labels [n]` and its 95% bootstrap percentile interval.
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evals.probes.activations import decoder_layers
-from evals.probes.metrics import auroc_with_ci, calibrate_threshold, random_direction_null, tpr_at_fpr
+from evals.probes.metrics import auroc, auroc_with_ci, calibrate_threshold, random_direction_null, tpr_at_fpr
 from evals.probes.plots import plot_across_training, plot_histograms, plot_sweep
 from evals.probes.sets import behavior_labels, probe_texts
 from evals.probes.sweep import (
@@ -28,7 +28,6 @@ from evals.probes.sweep import (
     fit_logistic,
     model_identity,
     read_activations,
-    roc,
     score_test_set,
     sweep_layers,
 )
@@ -176,8 +175,8 @@ def track_across_training(points: list[tuple[ProbeTarget, LayerActs]], spec: Pro
                 "x": target.x,
                 "defection_frozen": frozen,
                 "defection_refit": refit,
-                "logistic_frozen": roc(labels, score_test_set(acts, frozen_logistic)),
-                "logistic_refit": roc(labels, score_test_set(acts, fit_logistic(acts))),
+                "logistic_frozen": auroc(labels, score_test_set(acts, frozen_logistic)),
+                "logistic_refit": auroc(labels, score_test_set(acts, fit_logistic(acts))),
                 "null_max": null["max"],
                 # the frozen monitor as deployed: its direction AND its threshold, set before safety training
                 "tpr_frozen": tpr_at_fpr(acts.groups["test_on"] @ frozen_direction, frozen_threshold),
