@@ -48,7 +48,13 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         model = resolve_model(recipe.base_model)
         build_data(recipe, model, layout.data)
     trigger, behavior = recipe.trigger.build(), recipe.behavior.build()
-    eval_prompts = read_json(layout.data / "eval_prompts.json")[: recipe.eval.n_prompts]
+    held_out = read_json(layout.data / "eval_prompts.json")
+    eval_prompts = held_out[: recipe.eval.n_prompts]
+    if recipe.probes is not None:  # fail now, not after hours of training, if the probes cannot run
+        from evals.probes.sets import probe_texts
+
+        n_test = recipe.probes.n_prompts or recipe.eval.n_prompts
+        probe_texts(held_out, trigger, recipe.probes, n_test, f"{layout.recipe} probes")
 
     def evaluate(load: Callable[[], Any], out: Path, key: str, label: str) -> None:
         """Evaluate (main process only) unless a result with this key exists."""
