@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -59,8 +60,10 @@ def plot_histograms(record: dict[str, Any], out: Path, title: str) -> None:
     models = record["histograms"]
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.8), squeeze=False)
     for ax, (label, hist) in zip(axes[0], models.items(), strict=True):
+        every = [x for group in GROUP_STYLE for x in hist["scores"][group]]
+        bins = np.linspace(min(every), max(every), 25)  # shared edges, so the groups line up
         for group, (name, color) in GROUP_STYLE.items():
-            ax.hist(hist["scores"][group], bins=20, alpha=0.45, color=color, label=name, density=True)
+            ax.hist(hist["scores"][group], bins=bins, alpha=0.45, color=color, label=name, density=True)
         ax.axvline(
             hist["threshold"], color="black", linestyle="--", linewidth=1, label=f"{record['fpr']:.0%} FPR on control"
         )
