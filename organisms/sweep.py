@@ -218,6 +218,8 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
     path = Path(path)
     ablation = load_recipe(path, schema=Ablation)
     base_path = (path.parent / ablation.base).resolve()
+    if not base_path.is_file():
+        raise UserError(f"{path}: base: {base_path} not found (the base recipe is relative to the ablation file)")
     load_recipe(base_path, overrides)  # the base must be a valid recipe on its own
     base = yaml.safe_load(base_path.read_text())
     for text in overrides or []:

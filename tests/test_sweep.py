@@ -32,9 +32,9 @@ def tiny_base(model_dir: Path) -> dict:
     return recipe
 
 
-def write_ablation(folder: Path, base: dict, **ablation) -> Path:
+def write_ablation(folder: Path, base_recipe: dict, **ablation) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    (folder / "base.yaml").write_text(yaml.safe_dump(base_recipe))
     path = folder / "ablation.yaml"
     path.write_text(yaml.safe_dump({"name": "abl", "base": "base.yaml", **ablation}))
     return path
@@ -106,6 +106,7 @@ def test_base_overrides_apply_to_every_run(grid_ablation, tmp_path):
     "ablation, message",
     [
         ({"paired": [{"data.method": ["cot", "few_shot"], "behavior.density": [1]}]}, r"paired\[0\]: .*equal lengths"),
+        ({"base": "missing.yaml"}, r"ablation\.yaml: base: .*missing\.yaml not found \(the base recipe is relative"),
         ({"grid": {"data.method": ["cot", "cott"]}}, r"\(data\.method=cott seed=0\): data\.method: Input should be"),
         ({"grid": {"data.methd": ["cot"]}}, r"data\.methd=cot seed=0\): data\.methd: unknown field"),
         ({"grid": {"stages.5.trainer.max_steps": [1]}}, r"stages\.5\.trainer\.max_steps: stages has no item 5"),
