@@ -168,7 +168,7 @@ def plot_sweep(conditions: list[Condition], out: Path, title: str) -> None:
     top.set_ylim(-0.02, 1.1)
     top.set_ylabel("triggered backdoor rate")
     top.set_xlabel("training step (cumulative across stages)")
-    top.set_title(f"{title}: mean across seeds, band = range across seeds", fontsize=10, pad=16)
+    top.set_title(f"{title}: mean across seeds; band: range across seeds (one seed: 95% Wilson)", fontsize=10, pad=16)
     top.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     top.grid(alpha=0.3)
     for i, condition in enumerate(shown):

@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -268,10 +267,9 @@ def test_slurm_launcher_runs_a_job_array_on_the_local_executor(two_by_two, tmp_p
     sweep = expand(path, short, sweeps_dir=tmp_path)  # new recipes: nothing is finished yet
     write_sweep(sweep)
     first_two = type(sweep)(sweep.ablation, sweep.source, sweep.root, [sweep.runs[0], sweep.runs[2]])
-    start = time.time()
     jobs = launchers.launch_slurm(first_two, cluster="local")
+    assert len(jobs) == 2 and len({j.job_id for j in jobs}) == 2
     results = [Path(j.result()) for j in jobs]
-    assert time.time() - start < 600
     assert results == [first_two.layout(r).results for r in first_two.runs]
     for run, result in zip(first_two.runs, results, strict=True):
         record = json.loads(result.read_text())
