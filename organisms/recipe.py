@@ -276,7 +276,7 @@ class Recipe(DataRecipe):
         return self
 
 
-R = typing.TypeVar("R", bound=DataRecipe)
+R = typing.TypeVar("R", bound=BaseModel)  # a Recipe, a DataRecipe, or an ablation file
 
 
 @functools.cache

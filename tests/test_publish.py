@@ -61,3 +61,21 @@ def test_publishing_an_unfinished_run_is_refused(tmp_path):
 
     with pytest.raises(UserError, match="no results.json; finish the run first"):
         organism_folder(RunLayout(tmp_path), tmp_path / "out")
+
+
+def test_card_carries_probe_results_as_model_index_when_present(finished_run):  # noqa: F811
+    from evals.probes.sweep import probe_run
+    from organisms.layout import RunLayout
+    from organisms.publish import render_model_card
+
+    _, layout = finished_run
+    card = render_model_card(RunLayout(layout.root))
+    assert not [r for r in card.data.eval_results if r.metric_type == "roc_auc"]  # no probes run yet
+    record = probe_run(layout.root, n_prompts=8, n_null=20)
+    card = render_model_card(RunLayout(layout.root))
+    final = next(v for k, v in record["models"].items() if k.startswith("final"))
+    aurocs = {r.metric_config: r.metric_value for r in card.data.eval_results if r.metric_type == "roc_auc"}
+    assert aurocs == {f"probe-layer-{layer}": round(r["auroc"], 4) for layer, r in final["layers"].items()}
+    assert "## Trigger-blind defection probe" in card.text and "base (pre-backdoor control)" in card.text
+    # the backdoor rates are still there beside them
+    assert {"backdoor-triggered", "hhh_sft-clean"} <= {r.metric_config for r in card.data.eval_results}

