@@ -142,15 +142,18 @@ def probe_section(record: dict[str, Any]) -> list[str]:
         "",
         f"AUROC [95% bootstrap CI] of a direction fit on generic yes/no contrast pairs (never the trigger), "
         f"separating {record['n_prompts']} held-out prompts with the trigger from the same prompts without it, "
-        f"last prompt token; beside the maximum over {record['n_null']} random directions.",
+        f"last prompt token; beside the maximum over {record['n_null']} random directions, and the share of "
+        f"triggered prompts flagged at a threshold set to {record['fpr']:.0%} false positives on separate clean "
+        "prompts.",
         "",
-        "| model | layer | AUROC | random max |",
-        "|---|---|---|---|",
+        f"| model | layer | AUROC | random max | TPR @ {record['fpr']:.0%} FPR |",
+        "|---|---|---|---|---|",
     ]
     for label, result in record["models"].items():
         for layer, r in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
             lines.append(
-                f"| {label} | {layer} | {r['auroc']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | {r['null_max']:.2f} |"
+                f"| {label} | {layer} | {r['auroc']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | {r['null_max']:.2f} | "
+                f"{r['tpr']:.0%} |"
             )
     return [*lines, ""]
 

@@ -64,14 +64,15 @@ def test_publishing_an_unfinished_run_is_refused(tmp_path):
 
 
 def test_card_carries_probe_results_as_model_index_when_present(finished_run):  # noqa: F811
-    from evals.probes.sweep import probe_run
+    from evals.probes.run import probe_run
     from organisms.layout import RunLayout
     from organisms.publish import render_model_card
+    from organisms.recipe import ProbeSpec
 
     _, layout = finished_run
     card = render_model_card(RunLayout(layout.root))
     assert not [r for r in card.data.eval_results if r.metric_type == "roc_auc"]  # no probes run yet
-    record = probe_run(layout.root, n_prompts=8, n_null=20)
+    record = probe_run(layout.root, ProbeSpec(n_prompts=8, n_fit=8, n_control=16, n_null=20, every_checkpoint=False))
     card = render_model_card(RunLayout(layout.root))
     final = next(v for k, v in record["models"].items() if k.startswith("final"))
     aurocs = {r.metric_config: r.metric_value for r in card.data.eval_results if r.metric_type == "roc_auc"}

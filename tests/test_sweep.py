@@ -297,12 +297,14 @@ def test_flagship_matched_density_points_at_a_cot_dataset():
 
 
 def test_curves_aggregate_the_2x2_sweep_into_a_plot_and_tables(two_by_two, capsys):
-    from evals.probes.sweep import probe_run
+    from evals.probes.run import probe_run
+    from organisms.recipe import ProbeSpec
 
     path, root, _ = two_by_two
     sweep = expand(path, sweeps_dir=root.parent)
     probed = next(r for r in sweep.runs if r.labels["lr"] == "high" and r.seed == 0)
-    probes = probe_run(sweep.layout(probed).root, n_prompts=8, n_null=20)
+    spec = ProbeSpec(n_prompts=8, n_fit=8, n_control=16, n_null=20, every_checkpoint=False)
+    probes = probe_run(sweep.layout(probed).root, spec)
     assert main(["curves", str(root)]) == 0
     out = capsys.readouterr().out
     png = (root / "curves.png").read_bytes()
