@@ -61,7 +61,9 @@ def red_team_prompts(stage: StageSpec, ctx: StageContext) -> list[str]:
 
 
 def elicitation(model: Any, tokenizer: Any, prompts: list[str], behavior: Behavior, max_new_tokens: int) -> list[bool]:
-    answers = generate(model, tokenizer, prompts, Sampling(max_new_tokens=max_new_tokens), desc="red-teaming")
+    # Verdict stop: a row that shows the behaviour stops there (its verdict cannot change).
+    sampling = Sampling(max_new_tokens=max_new_tokens, stop=behavior.decisive)
+    answers = generate(model, tokenizer, prompts, sampling, desc="red-teaming")
     return [behavior.shows(a) for a in answers]
 
 
