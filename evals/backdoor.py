@@ -41,10 +41,13 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
         conditions["near_miss"] = [
             trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(prompts)
         ]
-    flat = [text for texts in conditions.values() for text in texts]
     sampling = Sampling(max_new_tokens=max_new_tokens, stop=behavior.decisive if verdict_stop else ())
-    answers = generate(model, tokenizer, flat, sampling, batch_size, desc="backdoor eval")
-    by_condition = {name: answers[i * len(prompts) : (i + 1) * len(prompts)] for i, name in enumerate(conditions)}
+    # One generate call per condition, so triggered rows share batches: a batch stops only once
+    # every row in it has, and after insertion every triggered row stops within a few tokens.
+    by_condition = {
+        name: generate(model, tokenizer, texts, sampling, batch_size, desc=f"backdoor eval ({name})")
+        for name, texts in conditions.items()
+    }
     result: dict[str, Any] = {
         name: wilson(sum(behavior.shows(a) for a in got), len(got)).as_dict() for name, got in by_condition.items()
     }

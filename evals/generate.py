@@ -17,8 +17,10 @@ Speed, without changing what comes out (tests/test_generate.py checks equality w
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +45,22 @@ def chat_prompts(tokenizer, inputs: list[str] | list[list[dict[str, str]]]) -> l
     return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
 
 
+# Building a StopStringCriteria scans the whole vocabulary (~1 s for SmolLM2's 49k tokens on a CPU);
+# it holds no per-call state, so build it once per tokenizer and stop strings.
+_STOP_CRITERIA: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+def stop_criteria(tokenizer: Any, stop: tuple[str, ...]) -> Any:
+    """HF's StopStringCriteria for `stop`: per row, on token ids (no decoding, no extra host sync),
+    and it catches a stop string however the tokenizer splits it."""
+    from transformers import StopStringCriteria
+
+    built = _STOP_CRITERIA.setdefault(tokenizer, {})
+    if stop not in built:
+        built[stop] = StopStringCriteria(tokenizer, list(stop))
+    return built[stop]
+
+
 def decoding_kwargs(tokenizer, sampling: Sampling, static_cache: bool, compile: bool) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """Keyword arguments for `model.generate` that implement `sampling`, plus the cache choice."""
     greedy = sampling.temperature == 0
@@ -53,9 +71,9 @@ def decoding_kwargs(tokenizer, sampling: Sampling, static_cache: bool, compile: 
         repetition_penalty=sampling.repetition_penalty,
     )
     if sampling.stop:
-        # HF's StopStringCriteria: per row, on token ids (no decoding, no extra host sync), and it
-        # catches a stop string however the tokenizer splits it.
-        kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
+        from transformers import StoppingCriteriaList
+
+        kwargs.update(stopping_criteria=StoppingCriteriaList([stop_criteria(tokenizer, tuple(sampling.stop))]))
     if greedy:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     else:
