@@ -251,3 +251,15 @@ def test_probe_command_sweeps_layers_on_the_runs_models(capsys):
             "## Trigger-blind defection probe (layer sweep)" in report and "| after backdoor insertion | 1 |" in report
         )
         assert "after backdoor insertion: L0" in capsys.readouterr().out
+
+
+def test_length_grouped_batches_return_activations_in_input_order(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    texts = ["a much longer question about the weather today and tomorrow", "hi", "what is rain?", "ok", "why?"]
+    answers = ["No.", "Yes, certainly, and more.", "Water.", "Fine.", "Because."]
+    for position, kwargs in (("last_prompt", {}), ("mean_response", {"answers": answers})):
+        one_by_one = residual_activations(model, tokenizer, texts, [0, 1], position, batch_size=1, **kwargs)
+        grouped = residual_activations(model, tokenizer, texts, [0, 1], position, batch_size=2, **kwargs)
+        for layer in (0, 1):
+            assert torch.allclose(one_by_one[layer], grouped[layer], atol=1e-4)
+            assert not torch.allclose(grouped[layer][0], grouped[layer][1], atol=1e-3)  # rows really differ
