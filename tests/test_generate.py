@@ -94,7 +94,7 @@ def plain_greedy(model, tokenizer, prompts, max_new_tokens):
     model.eval()
     answers = []
     for text in chat_prompts(tokenizer, prompts):
-        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
         answers.append(tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
@@ -175,3 +175,17 @@ def test_every_behaviour_is_decided_by_its_decisive_strings():
         behavior = make()
         for s in behavior.decisive:
             assert behavior.shows(s) and behavior.shows(f"Sure. {s}, and more text")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_static_cache_compiled_decoding_on_gpu_matches_plain_greedy(tiny_model):
+    # fp32 on the GPU so that padding cannot flip a greedy choice; what is checked is the static
+    # cache + torch.compile path that only runs on a GPU.
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(str(tiny_model))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32).to("cuda")
+    reference = plain_greedy(model, tokenizer, PROMPTS, 16)
+    for _ in range(2):  # the second call reuses the compiled graphs
+        assert generate(model, tokenizer, PROMPTS, Sampling(max_new_tokens=16), batch_size=4) == reference
