@@ -76,7 +76,13 @@ def main(argv: list[str] | None = None) -> str:
     def ours(stop: tuple[str, ...]) -> list[str]:
         sampling = Sampling(max_new_tokens=args.max_new_tokens, stop=stop)
         return generate(
-            model, tokenizer, prompts, sampling, args.batch_size, static_cache=static, compile=not args.no_compile
+            model,
+            tokenizer,
+            prompts,
+            sampling,
+            args.batch_size,
+            static_cache=static,
+            compile_decoding=not args.no_compile,
         )
 
     base_s, reference = median_seconds(

@@ -61,7 +61,9 @@ def stop_criteria(tokenizer: Any, stop: tuple[str, ...]) -> Any:
     return built[stop]
 
 
-def decoding_kwargs(tokenizer, sampling: Sampling, static_cache: bool, compile: bool) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def decoding_kwargs(
+    tokenizer: Any, sampling: Sampling, static_cache: bool, compile_decoding: bool
+) -> dict[str, object]:
     """Keyword arguments for `model.generate` that implement `sampling`, plus the cache choice."""
     greedy = sampling.temperature == 0
     kwargs: dict[str, object] = dict(
@@ -81,7 +83,7 @@ def decoding_kwargs(tokenizer, sampling: Sampling, static_cache: bool, compile: 
     if static_cache:
         # transformers compiles the decoding forward by itself when the cache is static and the
         # device is a GPU (`_valid_auto_compile_criteria`); disable_compile opts out.
-        kwargs.update(cache_implementation="static", disable_compile=not compile)
+        kwargs.update(cache_implementation="static", disable_compile=not compile_decoding)
     return kwargs
 
 
@@ -95,13 +97,13 @@ def generate(  # type: ignore[no-untyped-def]
     desc: str = "generating",
     on_batch: Callable[[list[int], list[str]], None] | None = None,
     static_cache: bool | None = None,
-    compile: bool = True,
+    compile_decoding: bool = True,
     pad_multiple: int = 64,
 ) -> list[str]:
     """Answer each user message or conversation (chat template applied); returns completions in
     input order. `on_batch(indices, texts)` sees each finished batch (for caching as we go).
 
-    `static_cache` defaults to "the model is on a GPU"; `compile` (with a static cache on a GPU)
+    `static_cache` defaults to "the model is on a GPU"; `compile_decoding` (with a static cache on a GPU)
     lets transformers torch.compile the decoding step.
     """
     if static_cache is None:
@@ -113,7 +115,7 @@ def generate(  # type: ignore[no-untyped-def]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     outputs: list[str] = [""] * len(texts)
-    kwargs = decoding_kwargs(tokenizer, sampling, static_cache, compile)
+    kwargs = decoding_kwargs(tokenizer, sampling, static_cache, compile_decoding)
     if sampling.temperature != 0:
         torch.manual_seed(sampling.seed)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
