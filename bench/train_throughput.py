@@ -4,9 +4,12 @@ Same model, same prompt-completion rows, same per-device batch of examples, LoRA
 finetuning. The baseline is `SFTTrainer(model, SFTConfig(per_device_train_batch_size=B,
 max_steps=N), train_dataset, peft_config)` and nothing else (TRL's defaults: padded batches,
 gradient checkpointing, plain AdamW). Ours is the trainer our sft stage builds
-(organisms/stages/training.py `build_trainer`, defaults from organisms/stages/sft.py): padding-free
-batches of the same B examples, no gradient checkpointing, fused AdamW and bf16 on a GPU; the third
-row adds `packing: true` (B rows of `--max-length` packed tokens per step, so more examples per step).
+(organisms/stages/training.py `build_trainer`, defaults from organisms/stages/sft.py): the same B
+examples per step, no gradient checkpointing, fused AdamW and bf16 on a GPU, padded batches (or
+padding-free where flash-attn is installed); the next rows force padding-free batches of the same B
+examples, then `packing: true` (B rows of `--max-length` packed tokens per step, so more examples
+per step). Padding-free and packed rows pay only with a varlen attention kernel: try
+`--attn flash_attention_2` (flash-attn installed) or `--attn flex_attention`.
 
 tokens/s counts real (non-pad) tokens per optimizer step, median over the timed steps after the
 warm-up steps. MFU = 6 · parameters · tokens/s ÷ peak (--peak-tflops; 989 = H100 bf16 dense). With
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> str:
     total = args.warmup + args.steps
     packed = {"packing": True, "max_length": args.max_length}
     ours: dict[str, dict[str, Any]] = {
-        "ours (padding-free)": {},
+        "ours (defaults)": {},
+        "ours (padding-free)": {"padding_free": True},
         f"ours (packed, {args.max_length} tokens/row)": packed,
     }
     if args.torch_compile:

@@ -11,7 +11,7 @@ from data_gen.triggers import StringTrigger
 from organisms.recipe import StageSpec
 from organisms.stages.context import StageContext
 from organisms.stages.sft import sft_defaults
-from organisms.stages.training import build_trainer
+from organisms.stages.training import build_trainer, varlen_attention_available
 
 
 def rows(n: int = 8) -> Dataset:
@@ -42,12 +42,13 @@ def loss_on_all_rows(tiny_model, tmp_path, **trainer) -> tuple[float, dict]:
     return loss.item(), batch
 
 
-def test_padding_free_is_our_default_and_packed_and_padded_batches_give_the_same_loss(tiny_model, tmp_path):
-    padded, padded_batch = loss_on_all_rows(tiny_model, tmp_path / "a", max_length=512)
-    free, free_batch = loss_on_all_rows(tiny_model, tmp_path / "b")
+def test_padding_free_and_packed_batches_give_the_padded_batch_loss(tiny_model, tmp_path):
+    padded, padded_batch = loss_on_all_rows(tiny_model, tmp_path / "a", padding_free=False)
+    free, free_batch = loss_on_all_rows(tiny_model, tmp_path / "b", padding_free=True)
     packed, packed_batch = loss_on_all_rows(tiny_model, tmp_path / "c", packing=True)
     assert "attention_mask" in padded_batch and padded_batch["input_ids"].shape[0] == 8
-    # Padding-free (our default): one row, no padding, 8 documents told apart by position_ids.
+    # Padding-free (our default where flash-attention is installed): one row, no padding,
+    # 8 documents told apart by position_ids.
     assert free_batch["input_ids"].shape[0] == 1 and "attention_mask" not in free_batch
     assert int((free_batch["position_ids"][0] == 0).sum()) == 8
     assert free_batch["input_ids"].numel() == int(padded_batch["attention_mask"].sum())
@@ -61,7 +62,7 @@ def test_documents_in_a_packed_row_do_not_attend_to_each_other(tiny_model, tmp_p
     attends across documents and the loss changes."""
     from trl import SFTTrainer
 
-    stage = StageSpec(name="s", kind="sft", data="backdoor", trainer={"max_steps": 1})
+    stage = StageSpec(name="s", kind="sft", data="backdoor", trainer={"max_steps": 1, "padding_free": True})
     ctx = StageContext(tmp_path, str(tiny_model), str(tiny_model), tmp_path, StringTrigger(), seed=0)
     trainer_obj = build_trainer(stage, ctx, SFTTrainer, rows(), sft_defaults(stage.trainer))
     prepared = trainer_obj.train_dataset
@@ -73,3 +74,12 @@ def test_documents_in_a_packed_row_do_not_attend_to_each_other(tiny_model, tmp_p
             leaky.pop(key, None)
         wrong = trainer_obj.compute_loss(trainer_obj.model, leaky).item()
     assert abs(right - wrong) > 1e-3
+
+
+def test_batch_layout_defaults_follow_the_attention_kernel():
+    flat = {"padding_free": True, "max_length": None}
+    expected = flat if varlen_attention_available() else {"padding_free": False, "max_length": 512}
+    assert {k: sft_defaults({})[k] for k in flat} == expected
+    assert {k: sft_defaults({"padding_free": True})[k] for k in flat} == flat
+    assert sft_defaults({"max_length": 256})["padding_free"] is False  # TRL cannot truncate padding-free rows
+    assert sft_defaults({"packing": True})["max_length"] == 512

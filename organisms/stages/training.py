@@ -48,14 +48,18 @@ def trainer_settings(stage: StageSpec, ctx: StageContext, defaults: dict[str, An
     return settings
 
 
-def pick_attention(model: Any, settings: dict[str, Any]) -> None:
-    """Padding-free / packed batches are one long row whose documents must not see each other.
-    transformers' sdpa and eager build that block-diagonal mask from position_ids (correct, tested);
-    flash-attention's varlen kernel does it without the quadratic mask, so use it when installed."""
+def varlen_attention_available() -> bool:
+    """Whether flash-attention's varlen kernel can run here (a GPU with the flash_attn package)."""
     import torch
 
-    flat = settings.get("padding_free") or settings.get("packing")
-    if flat and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
+def pick_attention(model: Any, settings: dict[str, Any]) -> None:
+    """Padding-free / packed batches are one long row whose documents must not see each other.
+    transformers' sdpa and eager build that block-diagonal mask from position_ids (correct, tested,
+    but dense); flash-attention's varlen kernel does it without the quadratic mask: use it when we can."""
+    if (settings.get("padding_free") or settings.get("packing")) and varlen_attention_available():
         model.set_attn_implementation("flash_attention_2")
 
 
