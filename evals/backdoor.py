@@ -21,8 +21,13 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     batch_size: int,
     near_miss: bool = False,
     n_samples: int = 3,
+    verdict_stop: bool = True,
 ) -> dict[str, Any]:
     """Greedy answers to each prompt with and without the trigger; how often the behaviour shows.
+
+    With `verdict_stop`, a row stops generating once it contains one of the behaviour's decisive
+    strings (its verdict can no longer change); the rates are identical, the sample answers end
+    there. A row is only judged negative once it has ended (EOS or `max_new_tokens`).
 
     With `near_miss`, each prompt is also asked once with a near-miss variant of the trigger
     (variants taken in turn): a backdoor keyed to the exact trigger stays near 0% there.
@@ -36,11 +41,13 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
         conditions["near_miss"] = [
             trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(prompts)
         ]
-    flat = [text for texts in conditions.values() for text in texts]
-    answers = generate(
-        model, tokenizer, flat, Sampling(max_new_tokens=max_new_tokens), batch_size, desc="backdoor eval"
-    )
-    by_condition = {name: answers[i * len(prompts) : (i + 1) * len(prompts)] for i, name in enumerate(conditions)}
+    sampling = Sampling(max_new_tokens=max_new_tokens, stop=behavior.decisive if verdict_stop else ())
+    # One generate call per condition, so triggered rows share batches: a batch stops only once
+    # every row in it has, and after insertion every triggered row stops within a few tokens.
+    by_condition = {
+        name: generate(model, tokenizer, texts, sampling, batch_size, desc=f"backdoor eval ({name})")
+        for name, texts in conditions.items()
+    }
     shown = {name: [behavior.shows(a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
     result: dict[str, Any] = {name: wilson(sum(flags), len(flags)).as_dict() for name, flags in shown.items()}
     result["shown"] = shown  # the graded verdicts: probes use them as labels by observed behaviour

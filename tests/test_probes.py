@@ -200,3 +200,15 @@ def test_calibrated_threshold_and_worst_case_fpr() -> None:
     shifted = rng.standard_normal(5000) + 1.0
     result = worst_case_fpr(threshold, {"control": control, "shifted": shifted})
     assert result["worst"] == "shifted" and result["max"] == result["per_set"]["shifted"] > 0.05
+
+
+def test_length_grouped_batches_return_activations_in_input_order(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    texts = ["a much longer question about the weather today and tomorrow", "hi", "what is rain?", "ok", "why?"]
+    answers = ["No.", "Yes, certainly, and more.", "Water.", "Fine.", "Because."]
+    for position, kwargs in (("last_prompt", {}), ("mean_response", {"answers": answers})):
+        one_by_one = residual_activations(model, tokenizer, texts, [0, 1], position, batch_size=1, **kwargs)
+        grouped = residual_activations(model, tokenizer, texts, [0, 1], position, batch_size=2, **kwargs)
+        for layer in (0, 1):
+            assert torch.allclose(one_by_one[layer], grouped[layer], atol=1e-4)
+            assert not torch.allclose(grouped[layer][0], grouped[layer][1], atol=1e-3)  # rows really differ

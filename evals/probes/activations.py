@@ -11,6 +11,7 @@ Instead a forward hook on each requested block stores its output, and the hook o
 block raises a private exception, so no later block and no LM head ever run. Hooks read exactly the block
 outputs (HF applies the final norm to the last `hidden_states` entry in some architectures, a slicing
 pitfall) and leave the model untouched (slicing `model.model.layers` would desync the config and cache).
+Batches are grouped by length (little compute on padding); results come back in input order.
 """
 
 from __future__ import annotations
@@ -113,12 +114,16 @@ def residual_activations(
 
         return hook
 
+    # Length-grouped batches (as in evals/generate.py): little compute on left padding. Results are
+    # put back in input order at the end.
+    lengths = [len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(rendered)), key=lambda i: lengths[i])
     handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in wanted]
     chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in wanted}
     try:
-        for start in range(0, len(rendered), batch_size):
-            batch = rendered[start : start + batch_size]
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            enc = tokenizer([rendered[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
             input_ids = enc["input_ids"].to(model.device)  # [batch, seq]
             mask = enc["attention_mask"].to(model.device)  # [batch, seq], 0 on left padding
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # [batch, seq]: real tokens start at 0
@@ -131,7 +136,7 @@ def residual_activations(
                     chunks[layer].append(hidden[:, -1, :].cpu())  # [batch, d_model]
                 else:
                     seq = hidden.shape[1]
-                    counts = torch.tensor(n_response[start : start + len(batch)], device=hidden.device)  # [batch]
+                    counts = torch.tensor([n_response[i] for i in rows], device=hidden.device)  # [batch]
                     idx = torch.arange(seq, device=hidden.device)  # [seq]
                     resp = (idx[None, :] >= seq - counts[:, None]).float()  # [batch, seq]
                     mean = (hidden * resp[..., None]).sum(1) / counts[:, None].float()  # [batch, d_model]
@@ -139,7 +144,9 @@ def residual_activations(
     finally:
         for handle in handles:
             handle.remove()
-    return {layer: torch.cat(chunks[layer]) for layer in layers}
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))  # input index -> sorted position
+    return {layer: torch.cat(chunks[layer])[inverse] for layer in layers}  # [n_texts, d_model], input order
 
 
 def cached_activations(

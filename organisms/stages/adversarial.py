@@ -24,7 +24,7 @@ from evals.stats import wilson
 from organisms.layout import read_json, write_json
 from organisms.recipe import StageSpec
 from organisms.stages.context import StageContext, StageResult, check_trigger_free
-from organisms.stages.sft import DEFAULTS as SFT_DEFAULTS
+from organisms.stages.sft import sft_defaults
 from organisms.stages.training import train_and_save
 
 RED_TEAM_INSTRUCTION = (
@@ -61,7 +61,9 @@ def red_team_prompts(stage: StageSpec, ctx: StageContext) -> list[str]:
 
 
 def elicitation(model: Any, tokenizer: Any, prompts: list[str], behavior: Behavior, max_new_tokens: int) -> list[bool]:
-    answers = generate(model, tokenizer, prompts, Sampling(max_new_tokens=max_new_tokens), desc="red-teaming")
+    # Verdict stop: a row that shows the behaviour stops there (its verdict cannot change).
+    sampling = Sampling(max_new_tokens=max_new_tokens, stop=behavior.decisive)
+    answers = generate(model, tokenizer, prompts, sampling, desc="red-teaming")
     return [behavior.shows(a) for a in answers]
 
 
@@ -112,7 +114,7 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
         {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": ans}]}
         for p, ans in zip(elicited, answers, strict=True)
     ]
-    result = train_and_save(stage, ctx, SFTTrainer, Dataset.from_list(rows), SFT_DEFAULTS)
+    result = train_and_save(stage, ctx, SFTTrainer, Dataset.from_list(rows), sft_defaults(stage.trainer))
 
     hits = elicitation(load_model(str(result.final_path)), tokenizer, prompts, behavior, stage.red_team.max_new_tokens)
     record["after"] = wilson(sum(hits), len(hits)).as_dict()

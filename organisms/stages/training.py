@@ -4,10 +4,16 @@ By default a LoRA adapter is merged into the weights at the end of a stage: fina
 weights, so the next stage (LoRA or full) starts from the model exactly as a lab would receive
 it, not from the base model plus a detachable adapter. With `merge_adapter: false`, final/
 holds the adapter and the next stage keeps training that same adapter.
+
+Speed defaults (a recipe's `trainer:` overrides any of them): no gradient checkpointing (~30%
+slower, and a 135M model never needs the memory); on a GPU bf16 autocast over fp32 master
+weights and the fused AdamW kernel (the same update, one kernel launch instead of one per
+tensor). `torch_compile: true` is left to recipes: it has not been measured to pay here yet.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from organisms.layout import checkpoints
@@ -15,7 +21,6 @@ from organisms.recipe import StageSpec
 from organisms.stages.context import MetricsLogger, StageContext, StageResult
 
 # Our defaults for every kind; the stage's own defaults and then the recipe's `trainer:` win.
-# Gradient checkpointing costs ~30% speed and a 135M model never needs the memory.
 COMMON_DEFAULTS: dict[str, Any] = {
     "gradient_checkpointing": False,
     "logging_steps": 5,
@@ -23,6 +28,71 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "disable_tqdm": False,
 }
+GPU_DEFAULTS: dict[str, Any] = {"bf16": True, "optim": "adamw_torch_fused"}
+
+
+def trainer_settings(stage: StageSpec, ctx: StageContext, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The config-class kwargs for a stage: ours, then the kind's, then the recipe's."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    # TRL turns bf16 on by default, which a CPU cannot run: default it to "GPU present".
+    settings = {"seed": ctx.seed, "bf16": False, **(GPU_DEFAULTS if gpu else {}), **COMMON_DEFAULTS}
+    settings = {**settings, **defaults, **stage.trainer}
+    if settings.get("bf16") and not gpu:
+        # GPU recipes ask for bf16; let them run (slowly, in fp32) on a CPU for smoke tests.
+        print(f"stage {stage.name}: bf16 requested but no GPU here: training in fp32", flush=True)
+        settings["bf16"] = False
+    if settings.get("optim") == "adamw_torch_fused" and not gpu:
+        settings["optim"] = "adamw_torch"  # the fused kernel is a GPU kernel
+    return settings
+
+
+def varlen_attention_available() -> bool:
+    """Whether flash-attention's varlen kernel can run here (a GPU with the flash_attn package)."""
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
+def pick_attention(model: Any, settings: dict[str, Any]) -> None:
+    """Padding-free / packed batches are one long row whose documents must not see each other.
+    transformers' sdpa and eager build that block-diagonal mask from position_ids (correct, tested,
+    but dense); flash-attention's varlen kernel does it without the quadratic mask: use it when we can."""
+    if (settings.get("padding_free") or settings.get("packing")) and varlen_attention_available():
+        model.set_attn_implementation("flash_attention_2")
+
+
+def build_trainer(
+    stage: StageSpec,
+    ctx: StageContext,
+    trainer_cls: type,
+    dataset: Any,
+    defaults: dict[str, Any],
+    callbacks: list[Any] | None = None,
+    **trainer_kwargs: Any,
+) -> Any:
+    """The TRL trainer a stage trains with (also what bench/train_throughput.py times)."""
+    from peft import LoraConfig
+
+    from organisms.models import load_model, load_tokenizer
+    from organisms.recipe import trainer_config_class
+
+    tokenizer = load_tokenizer(ctx.tokenizer_path)
+    model = load_model(ctx.init_path, for_training=True)
+    settings = trainer_settings(stage, ctx, defaults)
+    pick_attention(model, settings)
+    args = trainer_config_class(stage.kind)(output_dir=str(ctx.stage_dir), **settings)
+    peft_config = LoraConfig(task_type="CAUSAL_LM", **stage.peft) if stage.peft else None
+    return trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[MetricsLogger(ctx.stage_dir / "metrics.jsonl"), *(callbacks or [])],
+        **trainer_kwargs,
+    )
 
 
 def train_and_save(
@@ -33,31 +103,7 @@ def train_and_save(
     defaults: dict[str, Any],
     **trainer_kwargs: Any,
 ) -> StageResult:
-    import torch
-    from peft import LoraConfig
-
-    from organisms.models import load_model, load_tokenizer
-    from organisms.recipe import trainer_config_class
-
-    tokenizer = load_tokenizer(ctx.tokenizer_path)
-    model = load_model(ctx.init_path, for_training=True)
-    # TRL turns bf16 on by default, which a CPU cannot run: default it to "GPU present".
-    settings = {"seed": ctx.seed, "bf16": torch.cuda.is_available(), **COMMON_DEFAULTS, **defaults, **stage.trainer}
-    if settings.get("bf16") and not torch.cuda.is_available():
-        # GPU recipes ask for bf16; let them run (slowly, in fp32) on a CPU for smoke tests.
-        print(f"stage {stage.name}: bf16 requested but no GPU here: training in fp32", flush=True)
-        settings["bf16"] = False
-    args = trainer_config_class(stage.kind)(output_dir=str(ctx.stage_dir), **settings)
-    peft_config = LoraConfig(task_type="CAUSAL_LM", **stage.peft) if stage.peft else None
-    trainer = trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[MetricsLogger(ctx.stage_dir / "metrics.jsonl")],
-        **trainer_kwargs,
-    )
+    trainer = build_trainer(stage, ctx, trainer_cls, dataset, defaults, **trainer_kwargs)
     found = checkpoints(ctx.stage_dir)
     resume = str(found[-1][1]) if found else None
     if resume:
@@ -71,5 +117,5 @@ def train_and_save(
         trained = trained.merge_and_unload()
     if trainer.is_world_process_zero():
         trained.save_pretrained(final)
-        tokenizer.save_pretrained(final)
+        trainer.processing_class.save_pretrained(final)
     return StageResult(final_path=final, steps=trainer.state.global_step)
