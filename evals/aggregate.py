@@ -74,11 +74,13 @@ def probe_auroc(layout: RunLayout) -> float | None:
     record_file = layout.root / "probes" / "results.json"
     if not record_file.exists():
         return None
-    models = read_json(record_file)["models"]
-    final = [k for k in models if k.startswith("final")] or [k for k in models if k.startswith("after backdoor")]
-    if not final:
+    from evals.probes.run import last_probed_model
+
+    record = read_json(record_file)
+    label = last_probed_model(record)
+    if label is None:
         return None
-    return max(float(r["auroc"]) for r in models[final[0]]["layers"].values())
+    return max(float(r["auroc"]) for r in record["models"][label]["layers"].values())
 
 
 def run_curve(name: str, seed: int, recipe: Recipe, layout: RunLayout) -> RunCurve:

@@ -105,19 +105,13 @@ def probe_results(layout: RunLayout) -> dict[str, Any] | None:
     return read_json(record_file) if record_file.exists() else None
 
 
-def published_probe_model(record: dict[str, Any]) -> str | None:
-    """The probe results that describe the published model: the final one, else the backdoored one."""
-    models = list(record["models"])
-    return next((m for m in models if m.startswith("final")), None) or next(
-        (m for m in models if m.startswith("after backdoor")), None
-    )
-
-
 def probe_eval_results(record: dict[str, Any]) -> list[Any]:
     """The defection-probe AUROC of the published model at each probed layer, as model-index results."""
     from huggingface_hub import EvalResult
 
-    label = published_probe_model(record)
+    from evals.probes.run import last_probed_model
+
+    label = last_probed_model(record)  # the published model is the run's last one
     if label is None:
         return []
     return [

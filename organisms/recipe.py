@@ -357,8 +357,8 @@ def format_location(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: type[R] = Recipe) -> R:  # type: ignore[assignment]
-    """Read, override and validate a recipe; raise UserError('<file>: <field>: <problem>')."""
+def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A recipe file's YAML mapping with dotted overrides applied, not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found")
@@ -371,7 +371,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: ty
     for text in overrides or []:
         keys, value = parse_override(text)
         apply_override(data, keys, value, text)
-    return validate_recipe(data, str(path), schema)
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, schema: type[R] = Recipe) -> R:  # type: ignore[assignment]
+    """Read, override and validate a recipe; raise UserError('<file>: <field>: <problem>')."""
+    return validate_recipe(read_recipe_data(path, overrides), str(path), schema)
 
 
 def validate_recipe(data: dict[str, Any], label: str = "recipe", schema: type[R] = Recipe) -> R:  # type: ignore[assignment]

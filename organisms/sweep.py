@@ -34,7 +34,15 @@ from pydantic import Field, field_validator, model_validator
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, write_json
-from organisms.recipe import Recipe, Strict, apply_override, dump_recipe, load_recipe, parse_override, validate_recipe
+from organisms.recipe import (
+    Recipe,
+    Strict,
+    apply_override,
+    dump_recipe,
+    load_recipe,
+    read_recipe_data,
+    validate_recipe,
+)
 
 RESERVED_PATHS = {"name": "run names are generated", "seed": "use `seeds:`"}
 
@@ -220,11 +228,8 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
     base_path = (path.parent / ablation.base).resolve()
     if not base_path.is_file():
         raise UserError(f"{path}: base: {base_path} not found (the base recipe is relative to the ablation file)")
-    load_recipe(base_path, overrides)  # the base must be a valid recipe on its own
-    base = yaml.safe_load(base_path.read_text())
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        apply_override(base, keys, value, text)
+    base = read_recipe_data(base_path, overrides)
+    validate_recipe(copy.deepcopy(base), str(base_path))  # the base must be a valid recipe on its own
     axes = ablation.axes()
     seeds = ablation.seeds if ablation.seeds is not None else [int(base.get("seed", 0))]
     runs: list[SweepRun] = []

@@ -93,6 +93,15 @@ def sweep_targets(recipe: Recipe, targets: list[ProbeTarget]) -> dict[str, Probe
     return out
 
 
+def last_probed_model(record: dict[str, Any]) -> str | None:
+    """The label, in a probes/results.json record, of the run's last model: the final one, else the model
+    after backdoor insertion (None when only the base model was probed)."""
+    models = list(record["models"])
+    return next((m for m in models if m.startswith("final")), None) or next(
+        (m for m in models if m.startswith("after backdoor")), None
+    )
+
+
 def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) -> dict[str, Any]:
     layout = RunLayout(run_dir.resolve())
     if not layout.recipe.exists():
