@@ -13,6 +13,7 @@ layer at ≥ 80% of the bare forward's throughput.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 import torch
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> str:
     )
     rows: list[list[Any]] = [["bare forward pass", base_s, tokens / base_s, 1.0, "-"]]
     for label, layers in (("ours, every layer", list(range(n_layers))), ("ours, middle layer", [n_layers // 2])):
-        seconds, acts = median_seconds(lambda layers=layers: ours(layers), args.warmup, args.repeats)
+        seconds, acts = median_seconds(functools.partial(ours, layers), args.warmup, args.repeats)
         shape = "×".join(map(str, acts[layers[0]].shape))
         rows.append([label, seconds, tokens / seconds, base_s / seconds, f"{len(layers)} × [{shape}]"])
     title = f"activation caching: {args.model}, {len(texts)} prompts, batch {args.batch_size}; {device_line()}"

@@ -17,12 +17,14 @@ LoRA, 6 · N overstates the work (frozen weights get no weight gradients); read 
 
   python -m bench.train_throughput                    # embedded SmolLM2-135M, full finetuning
   python -m bench.train_throughput --lora
+  python -m bench.train_throughput --torch-compile --liger   # + compiled, + fused-loss rows (GPU)
   python -m bench.train_throughput --model path/to/model --rows 64 --batch-size 4 --steps 3 --warmup 1
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import statistics
 import tempfile
@@ -34,7 +36,7 @@ import torch
 
 from bench.common import H100_BF16_DENSE_TFLOPS, device_line, model_path, sync, table
 
-LORA = {"r": 32, "lora_alpha": 64, "target_modules": "all-linear"}
+LORA: dict[str, Any] = {"r": 32, "lora_alpha": 64, "target_modules": "all-linear"}
 
 
 def sft_rows(n: int, seed: int = 0) -> Any:
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--lora", action="store_true", help="LoRA r=32 on all linear layers instead of full finetuning")
     parser.add_argument("--torch-compile", action="store_true", help="also time ours with torch_compile: true")
     parser.add_argument(
+        "--liger", action="store_true", help="also time ours packed with Liger's fused linear + cross-entropy (GPU)"
+    )
+    parser.add_argument(
         "--attn", default=None, help="attention for our runs (sdpa, flex_attention, flash_attention_2); default: ours"
     )
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS)
@@ -169,6 +174,11 @@ def main(argv: list[str] | None = None) -> str:
     }
     if args.torch_compile:
         ours["ours (packed) + torch_compile"] = {**packed, "torch_compile": True}
+    if args.liger:
+        if torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None:
+            ours["ours (packed) + Liger fused loss"] = {**packed, "use_liger_kernel": True}
+        else:
+            print("--liger: skipped (needs a GPU and `pip install liger-kernel`)", flush=True)
     runs = [("plain TRL SFTTrainer (defaults)", None), *ours.items()]
     results: list[list[Any]] = []
     base_rate = None

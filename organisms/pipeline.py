@@ -22,6 +22,7 @@ from organisms.layout import RunLayout, checkpoints, read_json, write_json
 from organisms.models import ResolvedModel, load_checkpoint, load_model, load_tokenizer, resolve_model
 from organisms.recipe import Recipe, dump_recipe
 from organisms.stages import STAGES, StageContext
+from organisms.stages.training import check_kernels_installed
 
 # Bumped when an eval file gains content: older files are then recomputed, not silently reused.
 # 2: per-prompt verdicts ("shown"), which probes use as labels by observed behaviour.
@@ -43,6 +44,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         layout.root.mkdir(parents=True, exist_ok=True)
         layout.recipe.write_text(resolved)
     set_seed(recipe.seed)
+    check_kernels_installed(recipe.stages, str(layout.recipe))
 
     with main_first():  # the main process converts the model and builds the data; the rest reuse them
         model = resolve_model(recipe.base_model)

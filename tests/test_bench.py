@@ -45,3 +45,22 @@ def test_training_bench_times_plain_trl_and_our_stage(tiny_model):
         "ours (packed, 512 tokens/row)",
     ]
     assert all(float(r[1].replace(",", "")) > 0 for r in rows.values())  # a real tokens/s was measured
+
+
+def test_the_suite_runner_keeps_each_table_and_reports_a_failing_bench(tiny_model, tmp_path):
+    from bench.__main__ import main
+
+    smoke = ["--smoke", "--model", str(tiny_model)]
+    ok = main(["--out", str(tmp_path / "ok"), *smoke, "--only", "activations", "gen-128"])
+    summary = (tmp_path / "ok" / "summary.md").read_text()
+    assert ok == 0
+    assert re.search(r"- activations: ok in \d+ s\n- gen-128: ok in \d+ s", summary)
+    assert "| ours, every layer | " in (tmp_path / "ok" / "activations.md").read_text()
+    assert "| plain HF generate (defaults) | " in summary  # the tables are in the summary too
+
+    nowhere = ["--smoke", "--model", str(tmp_path / "nowhere")]
+    failed = main(["--out", str(tmp_path / "bad"), *nowhere, "--only", "gen-128"])
+    summary = (tmp_path / "bad" / "summary.md").read_text()
+    assert failed == 1
+    assert re.search(r"- gen-128: FAILED \(exit code \d+\) after \d+ s; last lines of gen-128.log:", summary)
+    assert not (tmp_path / "bad" / "gen-128.md").exists()

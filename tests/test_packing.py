@@ -83,3 +83,28 @@ def test_batch_layout_defaults_follow_the_attention_kernel():
     assert {k: sft_defaults({"padding_free": True})[k] for k in flat} == flat
     assert sft_defaults({"max_length": 256})["padding_free"] is False  # TRL cannot truncate padding-free rows
     assert sft_defaults({"packing": True})["max_length"] == 512
+
+
+def test_gpu_only_settings_fall_back_on_cpu_and_a_missing_kernel_fails_before_any_work(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from organisms.errors import UserError
+    from organisms.stages.training import check_kernels_installed, trainer_settings
+
+    gpu_only = {"bf16": True, "optim": "adamw_torch_fused", "use_liger_kernel": True}
+    stage = StageSpec(name="s", kind="sft", data="backdoor", trainer=gpu_only)
+    ctx = StageContext(tmp_path, "m", "m", tmp_path, StringTrigger(), seed=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    settings = trainer_settings(stage, ctx, {})
+    assert (settings["bf16"], settings["optim"], settings["use_liger_kernel"]) == (False, "adamw_torch", False)
+    assert "use_liger_kernel needs a GPU" in capsys.readouterr().out
+    check_kernels_installed([stage], "r.yaml")  # nothing to check without a GPU
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real_find_spec(name, *a)
+    )
+    plain = StageSpec(name="p", kind="sft", data="clean")
+    with pytest.raises(UserError, match=r"^r\.yaml: stages\.1\.trainer\.use_liger_kernel is true but liger-kernel"):
+        check_kernels_installed([plain, stage], "r.yaml")

@@ -8,7 +8,9 @@ holds the adapter and the next stage keeps training that same adapter.
 Speed defaults (a recipe's `trainer:` overrides any of them): no gradient checkpointing (~30%
 slower, and a 135M model never needs the memory); on a GPU bf16 autocast over fp32 master
 weights and the fused AdamW kernel (the same update, one kernel launch instead of one per
-tensor). `torch_compile: true` is left to recipes: it has not been measured to pay here yet.
+tensor). `torch_compile: true` and `use_liger_kernel: true` (Liger's fused linear + cross-entropy:
+the [tokens × vocab] logits are never materialised; `pip install liger-kernel`, GPU only) are left to
+recipes: neither has been measured to pay here yet (bench/train_throughput.py --torch-compile --liger).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from organisms.errors import UserError
 from organisms.layout import checkpoints
 from organisms.recipe import StageSpec
 from organisms.stages.context import MetricsLogger, StageContext, StageResult
@@ -45,7 +48,24 @@ def trainer_settings(stage: StageSpec, ctx: StageContext, defaults: dict[str, An
         settings["bf16"] = False
     if settings.get("optim") == "adamw_torch_fused" and not gpu:
         settings["optim"] = "adamw_torch"  # the fused kernel is a GPU kernel
+    if settings.get("use_liger_kernel") and not gpu:
+        print(f"stage {stage.name}: use_liger_kernel needs a GPU (Triton kernels): training without it", flush=True)
+        settings["use_liger_kernel"] = False
     return settings
+
+
+def check_kernels_installed(stages: list[StageSpec], where: str) -> None:
+    """Fail before any work (not when stage 3 starts) if a stage asks for a kernel package that is
+    missing on this GPU machine."""
+    import torch
+
+    for i, stage in enumerate(stages):
+        wants_liger = stage.trainer.get("use_liger_kernel") and torch.cuda.is_available()
+        if wants_liger and importlib.util.find_spec("liger_kernel") is None:
+            raise UserError(
+                f"{where}: stages.{i}.trainer.use_liger_kernel is true but liger-kernel is not installed "
+                "(pip install liger-kernel, or drop the field)"
+            )
 
 
 def varlen_attention_available() -> bool:
