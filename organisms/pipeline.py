@@ -14,6 +14,7 @@ from typing import Any
 
 from data_gen.build import build_data, data_key
 from evals.backdoor import backdoor_eval
+from evals.capability import capability_eval, read_questions
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first
 from organisms.errors import UserError
@@ -58,6 +59,9 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         n_test = recipe.probes.n_prompts or recipe.eval.n_prompts
         probe_texts(held_out, trigger, recipe.probes, n_test, f"{layout.recipe} probes")
 
+    spec = recipe.eval.capability
+    questions = read_questions(spec.source, spec.n) if spec is not None else []
+
     def evaluate(load: Callable[[], Any], out: Path, key: str, label: str) -> None:
         """Evaluate (main process only) unless a result with this key exists."""
         if not is_main() or (out.exists() and read_json(out).get("key") == key):
@@ -74,12 +78,18 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
             recipe.eval.batch_size,
             near_miss=recipe.eval.near_miss,
         )
+        if questions:
+            result["capability"] = capability_eval(lm, tokenizer, questions, recipe.eval.batch_size)
         write_json(out, {"key": key, **result})
         near = f"  near-miss {result['near_miss']['rate']:.1%}" if "near_miss" in result else ""
-        log(f"  {label}: triggered {result['triggered']['rate']:.1%}  clean {result['clean']['rate']:.1%}{near}")
+        skill = result.get("capability")
+        known = f"  capability {skill['accuracy']['rate']:.1%} (NLL {skill['nll']:.3f})" if skill else ""
+        log(f"  {label}: triggered {result['triggered']['rate']:.1%}  clean {result['clean']['rate']:.1%}{near}{known}")
 
     tokenizer = load_tokenizer(model.path)
-    eval_key = fingerprint(recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.kind, EVAL_FORMAT)
+    eval_key = fingerprint(
+        recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.kind, EVAL_FORMAT, questions
+    )
     evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 
     init_path, upstream = model.path, data_key(recipe, model)

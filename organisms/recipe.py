@@ -206,11 +206,31 @@ class StageSpec(Strict):
         return self
 
 
+class CapabilitySpec(Strict):
+    """Capability retention at every evaluated checkpoint: multiple-choice questions scored by likelihood."""
+
+    source: str = Field("embedded", description="'embedded' (160 offline questions) or a .jsonl file of your own")
+    n: int | None = Field(None, ge=1, description="the first n questions (default: all)")
+
+    @model_validator(mode="after")
+    def _readable(self) -> CapabilitySpec:
+        from evals.capability import read_questions
+
+        try:  # a bad file or n fails at validation, not after training
+            read_questions(self.source, self.n)
+        except UserError as err:
+            raise ValueError(str(err).removeprefix("eval.capability.")) from None
+        return self
+
+
 class EvalSpec(Strict):
     n_prompts: int = Field(128, ge=1, description="held-out prompts, each asked with and without trigger")
     max_new_tokens: int = Field(24, ge=1)
     batch_size: int = Field(32, ge=1)
     near_miss: bool = Field(False, description="also ask each prompt with a near-miss variant of the trigger")
+    capability: CapabilitySpec | None = Field(
+        default_factory=CapabilitySpec, description="capability retention questions; null to skip"
+    )
 
 
 class ProbeSpec(Strict):

