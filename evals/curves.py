@@ -24,6 +24,7 @@ class CurvePoint:
     near_miss: Rate | None = None
     capability: Rate | None = None  # multiple-choice accuracy (evals/capability.py)
     capability_nll: float | None = None
+    capability_chance: float | None = None  # expected accuracy of guessing
 
 
 def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]], out: Path, title: str) -> None:
@@ -64,9 +65,11 @@ def plot_capability(ax: Any, points: list[CurvePoint], boundaries: list[tuple[in
     ax.fill_between(xs, [r.low for r in rates], [r.high for r in rates], color="tab:green", alpha=0.2)
     if points[0].stage == "base":
         ax.axhline(rates[0].rate, color="tab:green", linestyle=":", linewidth=1, label="base model")
+    if points[0].capability_chance is not None:
+        ax.axhline(points[0].capability_chance, color="black", linestyle=":", linewidth=1, label="chance")
     for x, _ in boundaries:
         ax.axvline(x, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("capability")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8, ncol=3)
     ax.grid(alpha=0.3)

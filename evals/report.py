@@ -19,7 +19,8 @@ def _point(x: int, stage: str, step: int, r: dict[str, Any]) -> CurvePoint:
     skill = r.get("capability")
     capability = _rate(skill["accuracy"]) if skill else None
     nll = skill["nll"] if skill else None
-    return CurvePoint(x, stage, step, _rate(r["triggered"]), _rate(r["clean"]), near, capability, nll)
+    chance = skill["chance"] if skill else None
+    return CurvePoint(x, stage, step, _rate(r["triggered"]), _rate(r["clean"]), near, capability, nll, chance)
 
 
 def _as_dict(p: CurvePoint) -> dict[str, Any]:
