@@ -38,7 +38,7 @@ def _as_dict(p: CurvePoint) -> dict[str, Any]:
     return out
 
 
-def _skill(p: CurvePoint | dict[str, Any]) -> str:
+def _capability_cell(p: CurvePoint | dict[str, Any]) -> str:
     """'52.5% [...] (84/160), NLL 2.31' or '' (a table cell)."""
     if isinstance(p, CurvePoint):
         rate, nll = p.capability, p.capability_nll
@@ -120,7 +120,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     ]
     for s in results["stages"]:
         extra = f" {Rate(**s['near_miss'])} |" if near and "near_miss" in s else (" |" if near else "")
-        extra += f" {_skill(s)} |" if skill else ""
+        extra += f" {_capability_cell(s)} |" if skill else ""
         lines.append(f"| {s['stage']} | {s['step']} | {Rate(**s['triggered'])} | {Rate(**s['clean'])} |{extra}")
     lines += [
         "",
@@ -135,7 +135,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     ]
     for p in points:
         extra = f" {p.near_miss or ''} |" if near else ""
-        extra += f" {_skill(p)} |" if skill else ""
+        extra += f" {_capability_cell(p)} |" if skill else ""
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
     lines += adversarial_section(recipe, layout)
     lines += probe_section(layout)
@@ -162,7 +162,7 @@ def _capability_note(recipe: Recipe, points: list[CurvePoint]) -> str:
     return (
         f" Capability retention: {first.capability.n} multiple-choice questions from {source}, scored by "
         "likelihood (the choice with the highest mean log-probability per token wins); NLL is the mean "
-        "per-token NLL of the correct answers (lower is better; it moves before accuracy does)."
+        "per-token NLL of the correct answers (lower is better; continuous, it shows drift accuracy can miss)."
     )
 
 
