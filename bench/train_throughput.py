@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS)
     args = parser.parse_args(argv)
+    if args.attn == "flex_attention" and not torch.cuda.is_available():
+        parser.error("--attn flex_attention needs a GPU (FlexAttention has no backward pass on CPU)")
 
     path = model_path(args.model)
     rows = sft_rows(args.rows)
