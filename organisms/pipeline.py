@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.build import build_data, data_key
-from evals.backdoor import backdoor_eval
-from evals.capability import capability_eval, read_questions
+from evals.protocol import capability_questions, evaluate_model, summary
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first
 from organisms.errors import UserError
@@ -50,7 +49,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     with main_first():  # the main process converts the model and builds the data; the rest reuse them
         model = resolve_model(recipe.base_model)
         build_data(recipe, model, layout.data)
-    trigger, behavior = recipe.trigger.build(), recipe.behavior.build()
+    trigger = recipe.trigger.build()
     held_out = read_json(layout.data / "eval_prompts.json")
     eval_prompts = held_out[: recipe.eval.n_prompts]
     if recipe.probes is not None:  # fail now, not after hours of training, if the probes cannot run
@@ -59,32 +58,16 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         n_test = recipe.probes.n_prompts or recipe.eval.n_prompts
         probe_texts(held_out, trigger, recipe.probes, n_test, f"{layout.recipe} probes")
 
-    spec = recipe.eval.capability
-    questions = read_questions(spec.source, spec.n) if spec is not None else []
+    questions = capability_questions(recipe)
 
     def evaluate(load: Callable[[], Any], out: Path, key: str, label: str) -> None:
         """Evaluate (main process only) unless a result with this key exists."""
         if not is_main() or (out.exists() and read_json(out).get("key") == key):
             return
-        lm = load()
         log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
-        result = backdoor_eval(
-            lm,
-            tokenizer,
-            eval_prompts,
-            trigger,
-            behavior,
-            recipe.eval.max_new_tokens,
-            recipe.eval.batch_size,
-            near_miss=recipe.eval.near_miss,
-        )
-        if questions:
-            result["capability"] = capability_eval(lm, tokenizer, questions, recipe.eval.batch_size)
+        result = evaluate_model(load(), tokenizer, recipe, eval_prompts, questions)
         write_json(out, {"key": key, **result})
-        near = f"  near-miss {result['near_miss']['rate']:.1%}" if "near_miss" in result else ""
-        skill = result.get("capability")
-        known = f"  capability {skill['accuracy']['rate']:.1%} (NLL {skill['nll']:.3f})" if skill else ""
-        log(f"  {label}: triggered {result['triggered']['rate']:.1%}  clean {result['clean']['rate']:.1%}{near}{known}")
+        log(f"  {label}: {summary(result)}")
 
     tokenizer = load_tokenizer(model.path)
     eval_key = fingerprint(

