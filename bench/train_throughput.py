@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> str:
             base_rate = base_rate or rate
             mfu = 6 * n_params * rate / (args.peak_tflops * 1e12)
             results.append([label, step_s, rate, f"{mfu:.2%}", rate / base_rate])
+            # as it comes, so a run cut short by a time limit still leaves its rows in the log
+            print(f"{label}: {step_s:.3f} s/step, {rate:,.0f} real tokens/s, MFU {mfu:.2%}", flush=True)
             del trainer
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
