@@ -69,7 +69,7 @@ def parse_question(line: str, where: str) -> Question:
     question, choices, answer = row["question"], row["choices"], row["answer"]
     if not isinstance(question, str) or not question.strip():
         raise UserError(f"{where}: field question must be a non-empty string")
-    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
         raise UserError(f"{where}: field choices must be a list of at least two non-empty strings")
     if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
         raise UserError(f"{where}: field answer must be the index of the correct choice (0 to {len(choices) - 1})")
@@ -178,7 +178,7 @@ def capability_eval(model: Any, tokenizer: Any, questions: list[Question], batch
         nll.append(-means[q.answer])
     topics: dict[str, list[int]] = {}
     for q, ok in zip(questions, correct, strict=True):
-        tally = topics.setdefault(q.topic or "all", [0, 0])
+        tally = topics.setdefault(q.topic or "(no topic)", [0, 0])
         tally[0] += ok
         tally[1] += 1
     return {

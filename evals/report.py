@@ -34,7 +34,7 @@ def _as_dict(p: CurvePoint) -> dict[str, Any]:
     if p.near_miss is not None:
         out["near_miss"] = p.near_miss.as_dict()
     if p.capability is not None:
-        out["capability"] = {"accuracy": p.capability.as_dict(), "nll": p.capability_nll}
+        out["capability"] = {"accuracy": p.capability.as_dict(), "nll": p.capability_nll, "chance": p.capability_chance}
     return out
 
 

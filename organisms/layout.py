@@ -88,8 +88,11 @@ def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically, so a killed run never leaves a half-written result behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # one per process: ranks never collide
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after a successful replace; removed after a failure
 
 
 def read_json(path: Path) -> Any:

@@ -98,12 +98,16 @@ def resolve_model(spec: str) -> ResolvedModel:
         folder = convert_gguf(path.resolve())
         return ResolvedModel(spec, str(folder), folder_fingerprint(folder))
     if path.is_dir():
-        if not (path / "config.json").exists():
+        # full weights, or a LoRA adapter (load_model puts it on the base its adapter_config names)
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise UserError(f"model folder {spec} has no config.json (is it a saved HF checkpoint?)")
         return ResolvedModel(spec, str(path.resolve()), folder_fingerprint(path))
-    if spec.count("/") == 1 and not path.exists():
+    looks_local = spec.startswith((".", "/", "~")) or Path(spec).parent.is_dir() and str(Path(spec).parent) != "."
+    if looks_local:  # e.g. runs/typo: `runs` is a folder here, so this was meant as a path, not a hub id
+        raise UserError(f"model folder {spec} does not exist")
+    if spec.count("/") == 1:
         return ResolvedModel(spec, spec, fingerprint(spec))  # a hub id; from_pretrained fetches it
-    raise UserError(f"base_model {spec!r} is not a folder, a .gguf file, a hub id (org/name) or {DEFAULT_MODEL!r}")
+    raise UserError(f"model {spec!r} is not a folder, a .gguf file, a hub id (org/name) or {DEFAULT_MODEL!r}")
 
 
 def load_tokenizer(path: str):  # type: ignore[no-untyped-def]

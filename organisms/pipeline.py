@@ -37,6 +37,7 @@ def log(message: str) -> None:
 def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     from transformers import set_seed
 
+    check_kernels_installed(recipe.stages, f"recipe {recipe.name}")  # before the run folder is written
     layout = RunLayout((runs_dir / recipe.name).resolve())
     resolved = dump_recipe(recipe)
     log(f"run folder: {layout.root}\n--- resolved recipe ---\n{resolved}-----------------------")
@@ -44,7 +45,6 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         layout.root.mkdir(parents=True, exist_ok=True)
         layout.recipe.write_text(resolved)
     set_seed(recipe.seed)
-    check_kernels_installed(recipe.stages, str(layout.recipe))
 
     with main_first():  # the main process converts the model and builds the data; the rest reuse them
         model = resolve_model(recipe.base_model)

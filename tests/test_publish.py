@@ -60,6 +60,14 @@ def test_upload_is_private_by_default_and_never_prints_the_token(finished_run, m
     assert "hf_secret_value" not in out.out + out.err and "pushed (private)" in out.out
 
 
+def test_a_bad_repo_id_is_refused_before_any_weights_are_copied(tmp_path, capsys):
+    assert main(["publish", str(tmp_path), "--repo-id", "bad", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --repo-id bad: expected ORG/NAME"
+    assert not (tmp_path / "publish").exists()
+    assert main(["data", "build", str(tmp_path / "nowhere.yaml"), "--push-to-hub", "a/b/c"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --push-to-hub a/b/c: expected ORG/NAME"
+
+
 def test_publishing_an_unfinished_run_is_refused(tmp_path):
     from organisms.layout import RunLayout
     from organisms.publish import organism_folder
