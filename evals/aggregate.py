@@ -145,6 +145,10 @@ def _draw(ax: Any, condition: Condition, color: Any, with_clean: bool, label: st
         xs, m, lo, hi = seed_band(condition.runs, "clean")
         ax.plot(xs, m, color=color, linestyle="--", marker="x", markersize=3)
         ax.fill_between(xs, lo, hi, color=color, alpha=0.08)
+        if all(p.capability is not None for r in condition.runs for p in r.points):
+            xs, m, lo, hi = seed_band(condition.runs, "capability")
+            ax.plot(xs, m, color="tab:green", linestyle=":", linewidth=1.2)
+            ax.fill_between(xs, lo, hi, color="tab:green", alpha=0.08)
 
 
 def _boundaries(ax: Any, boundaries: list[tuple[int, str]], names: bool) -> None:
@@ -156,7 +160,8 @@ def _boundaries(ax: Any, boundaries: list[tuple[int, str]], names: bool) -> None
 
 def plot_sweep(conditions: list[Condition], out: Path, title: str) -> None:
     """Top: every condition's mean triggered rate on one axis. Below: one panel per condition with
-    triggered (solid) and clean (dashed) rates and their bands across seeds."""
+    triggered (solid) and clean (dashed) rates, and capability (green dotted) where evaluated, with their
+    bands across seeds."""
     shown = [c for c in conditions if c.runs]
     if not shown:
         raise UserError(f"{out.parent}: no finished runs to plot yet")
@@ -184,7 +189,13 @@ def plot_sweep(conditions: list[Condition], out: Path, title: str) -> None:
         ax.set_title(f"{condition.label}\n{len(condition.runs)} seed(s), band: {band}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    fig.text(0.01, 0.005, "solid: with trigger   dashed: without trigger   dotted verticals: stage starts", fontsize=8)
+    fig.text(
+        0.01,
+        0.005,
+        "solid: with trigger   dashed: without trigger   green dotted: capability (MC accuracy)   "
+        "grey dotted verticals: stage starts",
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
