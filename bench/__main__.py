@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 # name -> (module, arguments). The sizes are those issue 7's H100 targets are stated at.
 SUITE: dict[str, tuple[str, list[str]]] = {
     "train-full": ("bench.train_throughput", []),
@@ -106,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown bench {', '.join(unknown)}; the suite holds: {', '.join(SUITE)}")
     args.out.mkdir(parents=True, exist_ok=True)
     statuses, tables = [], []
-    import torch
-
     for name in args.only or list(SUITE):
         if name in GPU_ONLY and not torch.cuda.is_available():
             statuses.append(f"- {name}: skipped (needs a GPU)")

