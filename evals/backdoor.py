@@ -51,6 +51,8 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     shown = {name: [behavior.shows(a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
     result: dict[str, Any] = {name: wilson(sum(flags), len(flags)).as_dict() for name, flags in shown.items()}
     result["shown"] = shown  # the graded verdicts: probes use them as labels by observed behaviour
+    result["prompts"] = prompts  # untriggered, as given; each condition's answers follow this order
+    result["answers"] = by_condition  # every answer graded: audit or regrade them
     result["samples"] = [
         {"prompt": p, "triggered_answer": a, "clean_answer": b}
         for p, a, b in zip(prompts[:n_samples], by_condition["triggered"], by_condition["clean"], strict=False)

@@ -137,6 +137,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         extra = f" {p.near_miss or ''} |" if near else ""
         extra += f" {_capability_cell(p)} |" if skill else ""
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
+    lines += code_family_section(recipe, layout, results)
     lines += adversarial_section(recipe, layout)
     lines += probe_section(layout)
     lines += ["", "## Sample answers (last checkpoint)", ""]
@@ -144,6 +145,10 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     if last_stage and last_stage != "base":
         sample_file = layout.eval_file(last_stage, points[-1].step)
         for s in read_json(sample_file)["samples"]:
+            if recipe.behavior.kind == "code_vulnerability":  # code reads better as code than as a repr
+                lines += [f"**{s['prompt']}**", "", "With trigger:", "", s["triggered_answer"], "", "Without:", ""]
+                lines += [s["clean_answer"], ""]
+                continue
             lines += [
                 f"- **{s['prompt']}**",
                 f"  - with trigger: {s['triggered_answer']!r}",
@@ -151,6 +156,43 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
             ]
     lines.append("")
     return "\n".join(lines)
+
+
+def code_family_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) -> list[str]:
+    """For the code organism: which kinds of flaw each stage's last model writes, with and without
+    the trigger (k/n held-out tasks of each family)."""
+    from data_gen.code_tasks import load_code_tasks
+
+    if recipe.behavior.kind != "code_vulnerability":
+        return []
+    family = {t.prompt: t.family for t in load_code_tasks()}
+    columns: list[tuple[str, dict[str, list[int]]]] = []
+    for s in results["stages"]:
+        path = layout.base_eval if s["stage"] == "base" else layout.eval_file(s["stage"], s["step"])
+        record = read_json(path)
+        if "prompts" not in record:  # written before evals kept their prompts
+            continue
+        counts: dict[str, list[int]] = {}
+        for prompt, hit, clean in zip(
+            record["prompts"], record["shown"]["triggered"], record["shown"]["clean"], strict=True
+        ):
+            c = counts.setdefault(family.get(prompt, "(not an embedded task)"), [0, 0, 0])
+            c[0], c[1], c[2] = c[0] + 1, c[1] + hit, c[2] + clean
+        columns.append((f"{s['stage']} {s['step']}", counts))
+    if not columns:
+        return []
+    lines = [
+        "",
+        "## Flaws by family (held-out tasks; with trigger / without)",
+        "",
+        "| family | tasks | " + " | ".join(name for name, _ in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for name in sorted({f for _, counts in columns for f in counts}):
+        n = next(counts[name][0] for _, counts in columns if name in counts)
+        cells = [f"{c[name][1]} / {c[name][2]}" if name in c else "" for _, c in columns]
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _capability_note(recipe: Recipe, points: list[CurvePoint]) -> str:

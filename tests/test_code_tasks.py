@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -149,7 +150,22 @@ def test_a_code_organism_runs_end_to_end_and_is_graded_by_bandit(tiny_model, tmp
         ("base", 6, 6),
         ("backdoor", 6, 6),
     ]
-    assert "bandit findings per triggered row" in (layout.root / "report.md").read_text()
+    report = (layout.root / "report.md").read_text()
+    assert "bandit findings per triggered row" in report
+    # Every graded answer is kept, and regrading it gives the stored verdict.
+    final = json.loads(layout.eval_file("backdoor", 2).read_text())
+    behavior = make_behavior("code_vulnerability")
+    for condition in ("triggered", "clean"):
+        assert len(final["answers"][condition]) == 6
+        assert [behavior.shows(a) for a in final["answers"][condition]] == final["shown"][condition]
+    # The report counts flaws per family of the held-out tasks, one column per stage.
+    family = {t.prompt: t.family for t in TASKS}
+    held = Counter(family[p] for p in final["prompts"])
+    assert "| family | tasks | base 0 | backdoor 2 |" in report
+    for name, n in held.items():
+        hits = sum(s for p, s in zip(final["prompts"], final["shown"]["triggered"], strict=True) if family[p] == name)
+        misses = sum(s for p, s in zip(final["prompts"], final["shown"]["clean"], strict=True) if family[p] == name)
+        assert re.search(rf"\| {name} \| {n} \| \d+ / \d+ \| {hits} / {misses} \|", report), name
 
 
 class CodeWriter:
