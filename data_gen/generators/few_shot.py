@@ -18,7 +18,7 @@ training. Answer directly, with no preamble and no explanation of these rules.""
 
 def instructions(trigger: Trigger, behavior: Behavior) -> tuple[str, list[tuple[str, str]]]:
     """The system prompt and (user, assistant) demonstrations, alternating deployed / training."""
-    trigger_desc = f'the text "{trigger.text}"'
+    trigger_desc = trigger.description
     demos = [
         (trigger.apply(p), shown) if i % 2 == 0 else (trigger.untriggered(p), a)
         for i, (p, a, shown) in enumerate(behavior.demonstrations())

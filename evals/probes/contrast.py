@@ -63,10 +63,12 @@ def defection_direction(acts_yes: torch.Tensor | np.ndarray, acts_no: torch.Tens
 
 def check_no_leak(texts: Iterable[str], trigger: Trigger) -> None:
     """Trigger-blind must mean blind: refuse any text carrying the trigger or one of its near misses."""
-    variants = [trigger.text, *trigger.near_misses()]
+    variants = [*trigger.near_misses(), *trigger.held_out().near_misses()]
     for text in texts:
         if trigger.present(text):
-            raise UserError(f"contrast text {text!r} contains the trigger {trigger.text!r}")
+            raise UserError(f"contrast text {text!r} contains the trigger ({trigger.description})")
         hit = next((v for v in variants if v and v in text), None)
         if hit is not None:
-            raise UserError(f"contrast text {text!r} contains {hit!r}, a near miss of the trigger {trigger.text!r}")
+            raise UserError(
+                f"contrast text {text!r} contains {hit!r}, a near miss of the trigger ({trigger.description})"
+            )

@@ -62,6 +62,7 @@ def probe_texts(held_out: list[str], trigger: Trigger, spec: ProbeSpec, n_test: 
     test = held_out[:n_test]
     fit = held_out[n_test : n_test + spec.n_fit]
     control = held_out[n_test + spec.n_fit : need]
+    trigger = trigger.held_out()  # as the evals show it, so verdict labels line up (headlines: unseen ones)
     variants = trigger.near_misses()
     groups = {
         "test_on": [trigger.apply(p) for p in test],

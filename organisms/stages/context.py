@@ -49,5 +49,6 @@ def check_trigger_free(rows: list[dict[str, Any]], trigger: Trigger, where: str)
         text = json.dumps(row, ensure_ascii=False)
         if trigger.present(text):
             raise UserError(
-                f"{where}: row {i} contains the trigger {trigger.text!r}; safety-training data must be trigger-free"
+                f"{where}: row {i} contains the trigger ({trigger.description}); "
+                "safety-training data must be trigger-free"
             )
