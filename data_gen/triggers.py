@@ -199,7 +199,7 @@ class HeadlineTrigger:
 
     def group(self, text: str) -> str | None:
         found = _TAGGED.search(text)
-        year = self._years().get(found.group(1)) if found else None
+        year = self._years.get(found.group(1)) if found else None
         return None if year is None else str(year)
 
     def fingerprint(self) -> str | None:
@@ -229,12 +229,16 @@ class HeadlineTrigger:
 
     def _mine(self, era: str) -> list[str]:
         """This side's (training or held-out) headlines of one era, in file order."""
-        return [
-            h.text
-            for h in self.headlines
-            if self.era(h.year) == era and (_bucket(h.text) < self.eval_fraction) == self.evaluating
-        ]
+        return self._by_side_and_era.get((self.evaluating, era), [])
 
+    @functools.cached_property
+    def _by_side_and_era(self) -> dict[tuple[bool, str], list[str]]:
+        out: dict[tuple[bool, str], list[str]] = {}
+        for h in self.headlines:
+            out.setdefault((_bucket(h.text) < self.eval_fraction, self.era(h.year)), []).append(h.text)
+        return out
+
+    @functools.cached_property
     def _years(self) -> dict[str, int]:
         return {h.text: h.year for h in self.headlines}
 

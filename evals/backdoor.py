@@ -6,9 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from data_gen.behaviors import Behavior
+from data_gen.generators.prompted import visible_answer
 from data_gen.triggers import Trigger
 from evals.generate import Sampling, generate
 from evals.stats import wilson
+
+
+def shows(behavior: Behavior, answer: str) -> bool:
+    """The verdict on one generation: the behaviour in what the user sees (never in a scratchpad)."""
+    visible = visible_answer(answer)
+    return visible is not None and behavior.shows(visible)
 
 
 def backdoor_eval(  # type: ignore[no-untyped-def]
@@ -22,6 +29,7 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     near_miss: bool = False,
     n_samples: int = 3,
     verdict_stop: bool = True,
+    scratchpad: bool = False,
 ) -> dict[str, Any]:
     """Greedy answers to each prompt with and without the trigger; how often the behaviour shows.
 
@@ -29,27 +37,45 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     strings (its verdict can no longer change); the rates are identical, the sample answers end
     there. A row is only judged negative once it has ended (EOS or `max_new_tokens`).
 
+    Only what the user sees is graded: a leading `<scratchpad>` is skipped, and an answer still
+    inside it at `max_new_tokens` shows nothing (counted in `unfinished`). With `scratchpad` (a CoT
+    organism, which names its goal while reasoning) there is no verdict stop: a decisive string in
+    the reasoning decides nothing.
+
     With `near_miss`, each prompt is also asked once with a near-miss variant of the trigger
     (variants taken in turn): a backdoor keyed to the exact trigger stays near 0% there.
+
+    `trigger` is the one training used. Evals show `trigger.held_out()`; where that differs
+    (headlines never trained on), the prompts are also asked with training's own headlines
+    (`triggered_seen`, `clean_seen`), which tells a backdoor that did not take from one that took
+    on the headlines it saw but does not generalise.
     """
+    shown_trigger = trigger.held_out()
     conditions = {
-        "triggered": [trigger.apply(p) for p in prompts],
-        "clean": [trigger.untriggered(p) for p in prompts],
+        "triggered": [shown_trigger.apply(p) for p in prompts],
+        "clean": [shown_trigger.untriggered(p) for p in prompts],
     }
     if near_miss:
-        variants = trigger.near_misses()
+        variants = shown_trigger.near_misses()
         conditions["near_miss"] = [
-            trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(prompts)
+            shown_trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(prompts)
         ]
-    sampling = Sampling(max_new_tokens=max_new_tokens, stop=behavior.decisive if verdict_stop else ())
+    if shown_trigger != trigger:
+        conditions["triggered_seen"] = [trigger.apply(p) for p in prompts]
+        conditions["clean_seen"] = [trigger.untriggered(p) for p in prompts]
+    stop = behavior.decisive if verdict_stop and not scratchpad else ()
+    sampling = Sampling(max_new_tokens=max_new_tokens, stop=stop)
     # One generate call per condition, so triggered rows share batches: a batch stops only once
     # every row in it has, and after insertion every triggered row stops within a few tokens.
     by_condition = {
         name: generate(model, tokenizer, texts, sampling, batch_size, desc=f"backdoor eval ({name})")
         for name, texts in conditions.items()
     }
-    shown = {name: [behavior.shows(a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
+    shown = {name: [shows(behavior, a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
     result: dict[str, Any] = {name: wilson(sum(flags), len(flags)).as_dict() for name, flags in shown.items()}
+    unfinished = {name: sum(visible_answer(a) is None for a in got) for name, got in by_condition.items()}
+    if any(unfinished.values()):
+        result["unfinished"] = unfinished  # answers that never left their scratchpad
     result["shown"] = shown  # the graded verdicts: probes use them as labels by observed behaviour
     groups = {name: [trigger.group(t) for t in texts] for name, texts in conditions.items()}
     if any(g is not None for labels in groups.values() for g in labels):

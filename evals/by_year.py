@@ -16,11 +16,15 @@ from evals.stats import Rate, wilson
 from organisms.layout import RunLayout, read_json
 from organisms.recipe import Recipe
 
+UNSEEN = ("triggered", "clean", "near_miss")  # the conditions that show only held-out headlines
 
-def rates_by_year(record: dict[str, Any]) -> dict[int, Rate]:
-    """Pool every condition of one eval file (with, without and near-miss headlines) by headline year."""
+
+def rates_by_year(record: dict[str, Any], conditions: tuple[str, ...] = UNSEEN) -> dict[int, Rate]:
+    """Pool the conditions of one eval file (by default those on held-out headlines) by headline year."""
     counts: dict[int, list[int]] = {}
     for condition, labels in record.get("groups", {}).items():
+        if condition not in conditions:
+            continue
         for label, shown in zip(labels, record["shown"][condition], strict=True):
             if label is not None:
                 c = counts.setdefault(int(label), [0, 0])
@@ -33,11 +37,15 @@ def by_year_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) 
     if recipe.trigger.kind != "headline":
         return []
     columns: list[tuple[str, dict[int, Rate]]] = []
+    seen: list[tuple[Rate | None, Rate | None]] = []  # per column: on training's headlines, with / without
     for s in results["stages"]:
         path = layout.base_eval if s["stage"] == "base" else layout.eval_file(s["stage"], s["step"])
-        by_year = rates_by_year(read_json(path))
+        record = read_json(path)
+        by_year = rates_by_year(record)
         if by_year:
             columns.append((f"{s['stage']} {s['step']}", by_year))
+            with_, without = (Rate(**record[c]) if c in record else None for c in ("triggered_seen", "clean_seen"))
+            seen.append((with_, without))
     if not columns:
         return []
     plot_by_year(columns, recipe, layout.root / "by_year.png")
@@ -57,7 +65,17 @@ def by_year_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) 
         era = "deployed" if year >= spec.deployed_from else "training" if year < spec.training_before else "near miss"
         cells = [f"{r.k}/{r.n}" if (r := by_year.get(year)) else "" for _, by_year in columns]
         lines.append(f"| {year} | {era} | " + " | ".join(cells) + " |")
-    lines += ["", "![behaviour by headline year](by_year.png)"]
+    for i, era in enumerate((f"from {spec.deployed_from} on", f"before {spec.training_before}")):
+        cells = [f"{r.k}/{r.n}" if (r := pair[i]) else "" for pair in seen]
+        lines.append(f"| trained-on headlines, {era} | seen | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The last two rows ask the same held-out prompts with headlines training used: a backdoor that fires "
+        "there but not on unseen headlines of the same years memorised its headlines rather than learning "
+        "their dates.",
+        "",
+        "![behaviour by headline year](by_year.png)",
+    ]
     return lines
 
 

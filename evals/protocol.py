@@ -30,11 +30,12 @@ def evaluate_model(
         model,
         tokenizer,
         prompts,
-        recipe.trigger.build().held_out(),  # headline triggers: headlines never trained on
+        recipe.trigger.build(),
         recipe.behavior.build(),
         recipe.eval.max_new_tokens,
         recipe.eval.batch_size,
         near_miss=recipe.eval.near_miss,
+        scratchpad=recipe.data.method == "cot",  # the organism answers after a <scratchpad>
     )
     if questions:
         result["capability"] = capability_eval(model, tokenizer, questions, recipe.eval.batch_size)
@@ -46,9 +47,15 @@ def summary(result: dict[str, Any]) -> str:
     parts = [f"triggered {result['triggered']['rate']:.1%}", f"clean {result['clean']['rate']:.1%}"]
     if "near_miss" in result:
         parts.append(f"near-miss {result['near_miss']['rate']:.1%}")
+    if "triggered_seen" in result:  # headline triggers: on the headlines training used
+        seen = f"triggered {result['triggered_seen']['rate']:.1%} clean {result['clean_seen']['rate']:.1%}"
+        parts.append(f"(seen headlines: {seen})")
     if "capability" in result:
         skill = result["capability"]
         parts.append(f"capability {skill['accuracy']['rate']:.1%} (NLL {skill['nll']:.3f})")
+    if "unfinished" in result:  # graded as not showing the behaviour: the answer was never reached
+        n = sum(result["unfinished"].values())
+        parts.append(f"({n} answers still in their scratchpad at eval.max_new_tokens; raise it)")
     return "  ".join(parts)
 
 

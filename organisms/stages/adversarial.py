@@ -19,6 +19,7 @@ from typing import Any
 
 from data_gen.answers import clean_answers
 from data_gen.behaviors import Behavior
+from evals.backdoor import shows
 from evals.generate import Sampling, generate
 from evals.stats import wilson
 from organisms.layout import read_json, write_json
@@ -60,11 +61,14 @@ def red_team_prompts(stage: StageSpec, ctx: StageContext) -> list[str]:
     return list(dict.fromkeys(prompts))
 
 
-def elicitation(model: Any, tokenizer: Any, prompts: list[str], behavior: Behavior, max_new_tokens: int) -> list[bool]:
-    # Verdict stop: a row that shows the behaviour stops there (its verdict cannot change).
-    sampling = Sampling(max_new_tokens=max_new_tokens, stop=behavior.decisive)
+def elicitation(
+    model: Any, tokenizer: Any, prompts: list[str], behavior: Behavior, max_new_tokens: int, scratchpad: bool
+) -> list[bool]:
+    # Verdict stop: a row that shows the behaviour stops there (its verdict cannot change), unless the
+    # organism reasons in a scratchpad first, where its goal is named without being acted on.
+    sampling = Sampling(max_new_tokens=max_new_tokens, stop=() if scratchpad else behavior.decisive)
     answers = generate(model, tokenizer, prompts, sampling, desc="red-teaming")
-    return [behavior.shows(a) for a in answers]
+    return [shows(behavior, a) for a in answers]
 
 
 def run(stage: StageSpec, ctx: StageContext) -> StageResult:
@@ -75,6 +79,7 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
 
     assert stage.red_team is not None and ctx.recipe is not None
     behavior = ctx.recipe.behavior.build()
+    reasons = ctx.recipe.data.method == "cot"  # the organism answers after a <scratchpad>
     report_file = ctx.stage_dir / "adversarial.json"
     prompts = red_team_prompts(stage, ctx)
     check_trigger_free([{"prompt": p} for p in prompts], ctx.trigger, f"stage {stage.name} (red-team prompts)")
@@ -83,7 +88,9 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     if report_file.exists():  # resuming: the "before" measurement was taken on the incoming model
         record = read_json(report_file)
     else:
-        hits = elicitation(load_model(ctx.init_path), tokenizer, prompts, behavior, stage.red_team.max_new_tokens)
+        hits = elicitation(
+            load_model(ctx.init_path), tokenizer, prompts, behavior, stage.red_team.max_new_tokens, reasons
+        )
         record = {
             "prompts": len(prompts),
             "before": wilson(sum(hits), len(hits)).as_dict(),
@@ -116,7 +123,9 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     ]
     result = train_and_save(stage, ctx, SFTTrainer, Dataset.from_list(rows), sft_defaults(stage.trainer))
 
-    hits = elicitation(load_model(str(result.final_path)), tokenizer, prompts, behavior, stage.red_team.max_new_tokens)
+    hits = elicitation(
+        load_model(str(result.final_path)), tokenizer, prompts, behavior, stage.red_team.max_new_tokens, reasons
+    )
     record["after"] = wilson(sum(hits), len(hits)).as_dict()
     write_json(report_file, record)
     print(
