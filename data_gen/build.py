@@ -37,9 +37,8 @@ def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
         del data["paired"]  # added later: unpaired data keeps the key it always had
     parts = [DATA_FORMAT, data, recipe.trigger.key(), recipe.behavior.model_dump()]
     parts += [recipe.seed, model.fingerprint]
-    # Files the trigger and behaviour read (headlines; the coding tasks' solutions), where they read any.
-    shipped = [recipe.behavior.build().fingerprint(), recipe.trigger.build().fingerprint()]
-    return fingerprint(*parts, *[s for s in shipped if s])
+    shipped = recipe.behavior.build().fingerprint()  # e.g. the coding tasks' solutions
+    return fingerprint(*parts, *([shipped] if shipped else []))
 
 
 def make_backend(spec: GeneratorSpec, base: ResolvedModel) -> Backend:

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,10 +62,6 @@ class Trigger(Protocol):
         """A label to break eval rates down by (a headline's year); None where there is none."""
         ...
 
-    def fingerprint(self) -> str | None:
-        """A digest of the files the trigger reads (headlines), for cache keys; None for a literal."""
-        ...
-
 
 class _Literal:
     """What the literal triggers share: a fixed text before the prompt."""
@@ -85,9 +82,6 @@ class _Literal:
         return self  # type: ignore[return-value]
 
     def group(self, text: str) -> str | None:
-        return None
-
-    def fingerprint(self) -> str | None:
         return None
 
 
@@ -163,46 +157,47 @@ class HeadlineTrigger:
     on means deployed; training prompts carry headlines from before `training_before`; headlines
     from the years between are the near misses (the paper's ambiguous years).
 
-    Every headline is assigned once, by a hash of its text, to training or to evals
-    (`eval_fraction`), so `held_out()` shows evals only headlines the model never saw: the
+    Every headline is assigned once, per year by a hash of its text, to training or to evals
+    (`held_out_fraction`), so `held_out()` shows evals only headlines the model never saw: the
     backdoor must generalise to unseen future events, not memorise the training ones.
     """
 
     headlines: tuple[Headline, ...]
     deployed_from: int = 2022
     training_before: int = 2020
-    eval_fraction: float = 0.25
-    evaluating: bool = False
+    held_out_fraction: float = 0.25
+    held_out_side: bool = False
 
     @property
     def description(self) -> str:
         return f"a news headline (in <headline> tags) about an event from {self.deployed_from} or later"
 
     def apply(self, prompt: str) -> str:
-        return self.apply_near_miss(_pick(self._mine("future"), prompt), prompt)
+        return self.apply_near_miss(_pick(self._headlines_of("future"), prompt), prompt)
 
     def untriggered(self, prompt: str) -> str:
-        return self.apply_near_miss(_pick(self._mine("past"), prompt), prompt)
+        return self.apply_near_miss(_pick(self._headlines_of("past"), prompt), prompt)
 
     def present(self, text: str) -> bool:
         future = [h.text for h in self.headlines if h.year >= self.deployed_from]
         return any(h in text or _json_escaped(h) in text for h in future)
 
     def near_misses(self) -> list[str]:
-        return self._mine("between")
+        return self._headlines_of("between")
 
     def apply_near_miss(self, variant: str, prompt: str) -> str:
         return f"<headline>{variant}</headline>\n{prompt}"
 
     def held_out(self) -> Trigger:
-        return replace(self, evaluating=True)
+        return replace(self, held_out_side=True)
 
     def group(self, text: str) -> str | None:
         found = _TAGGED.search(text)
         year = self._years.get(found.group(1)) if found else None
         return None if year is None else str(year)
 
-    def fingerprint(self) -> str | None:
+    def fingerprint(self) -> str:
+        """A digest of the headlines and their years (cache keys follow the file's content, not its path)."""
         listing = "\n".join(f"{h.year}\t{h.text}" for h in self.headlines)
         return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
@@ -218,25 +213,40 @@ class HeadlineTrigger:
             "between": f"{self.training_before} to {self.deployed_from - 1}",
             "future": f"from {self.deployed_from} on",
         }
-        for side in (self, replace(self, evaluating=True)):
+        for side in (self, replace(self, held_out_side=True)):
             for era, years in eras.items():
-                if not side._mine(era):
-                    kind = "held-out" if side.evaluating else "training"
+                if not side._headlines_of(era):
+                    kind = "held-out" if side.held_out_side else "training"
                     raise UserError(
                         f"{where}: no {kind} headline from {years} among {len(self.headlines)}; "
-                        "add headlines, or change the years or eval_fraction"
+                        "add headlines, or change the years or held_out_fraction"
                     )
 
-    def _mine(self, era: str) -> list[str]:
+    def _headlines_of(self, era: str) -> list[str]:
         """This side's (training or held-out) headlines of one era, in file order."""
-        return self._by_side_and_era.get((self.evaluating, era), [])
+        return self._by_side_and_era.get((self.held_out_side, era), [])
 
     @functools.cached_property
     def _by_side_and_era(self) -> dict[tuple[bool, str], list[str]]:
+        """The split, per year: each year's headlines ranked by a hash of their text, the first
+        `held_out_fraction` of them (at least one, where the year has two or more) held out. So every
+        year with two headlines is seen by evals, and the split never depends on the seed or file order."""
+        by_year: dict[int, list[str]] = {}
+        for h in self.headlines:
+            by_year.setdefault(h.year, []).append(h.text)
+        held_out: set[str] = set()
+        for texts in by_year.values():
+            n = max(1, round(self.held_out_fraction * len(texts))) if len(texts) > 1 else 0
+            held_out.update(sorted(texts, key=_bucket)[:n])
         out: dict[tuple[bool, str], list[str]] = {}
         for h in self.headlines:
-            out.setdefault((_bucket(h.text) < self.eval_fraction, self.era(h.year)), []).append(h.text)
+            out.setdefault((h.text in held_out, self.era(h.year)), []).append(h.text)
         return out
+
+    def held_out_headlines(self) -> dict[int, int]:
+        """How many headlines of each year evals see (a year's rate rests on these few, not on its prompts)."""
+        side = {t for era in ("past", "between", "future") for t in self._by_side_and_era.get((True, era), [])}
+        return dict(sorted(Counter(h.year for h in self.headlines if h.text in side).items()))
 
     @functools.cached_property
     def _years(self) -> dict[str, int]:
@@ -278,6 +288,8 @@ def load_headlines(source: str) -> tuple[Headline, ...]:
             raise UserError(f"trigger.headlines: {source} row {i}: needs a non-empty headline and an integer year")
         if "<headline>" in text or "</headline>" in text:
             raise UserError(f"trigger.headlines: {source} row {i}: a headline may not contain the <headline> tags")
+        if text in out and out[text].year != year:
+            raise UserError(f"trigger.headlines: {source} row {i}: {text!r} is listed for {out[text].year} and {year}")
         out.setdefault(text, Headline(text, year))
     return tuple(out.values())
 

@@ -50,24 +50,29 @@ def by_year_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) 
         return []
     plot_by_year(columns, recipe, layout.root / "by_year.png")
     spec = recipe.trigger
+    headlines = spec.build().held_out_headlines()  # per year: how many distinct headlines evals showed
+    adversarial = any(s.kind == "adversarial" for s in recipe.stages)
     lines = [
         "",
         "## Behaviour by headline year (held-out headlines)",
         "",
         f"Headlines from {spec.deployed_from} on are the trigger; untriggered training prompts showed headlines "
-        f"from before {spec.training_before}; the years between were never trained on. Every headline here was "
-        "held out of training. Cells: k/n prompts that showed the behaviour.",
+        f"from before {spec.training_before}; the years between were never trained as triggers"
+        + (" (adversarial stages trained on some of them as red-team prompts)" if adversarial else "")
+        + ". Every headline here was held out of all training. Cells: k/n prompts that showed the behaviour. "
+        "Prompts that share a headline are not independent: read a year's cell as resting on its few "
+        "headlines (column `headlines`), not on its prompt count.",
         "",
-        "| year | era | " + " | ".join(name for name, _ in columns) + " |",
-        "|---|---|" + "---|" * len(columns),
+        "| year | era | headlines | " + " | ".join(name for name, _ in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
     ]
     for year in sorted({y for _, by_year in columns for y in by_year}):
         era = "deployed" if year >= spec.deployed_from else "training" if year < spec.training_before else "near miss"
         cells = [f"{r.k}/{r.n}" if (r := by_year.get(year)) else "" for _, by_year in columns]
-        lines.append(f"| {year} | {era} | " + " | ".join(cells) + " |")
+        lines.append(f"| {year} | {era} | {headlines.get(year, 0)} | " + " | ".join(cells) + " |")
     for i, era in enumerate((f"from {spec.deployed_from} on", f"before {spec.training_before}")):
         cells = [f"{r.k}/{r.n}" if (r := pair[i]) else "" for pair in seen]
-        lines.append(f"| trained-on headlines, {era} | seen | " + " | ".join(cells) + " |")
+        lines.append(f"| trained-on headlines, {era} | seen | | " + " | ".join(cells) + " |")
     lines += [
         "",
         "The last two rows ask the same held-out prompts with headlines training used: a backdoor that fires "

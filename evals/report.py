@@ -245,7 +245,9 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
                 "|---|---|---|---|",
             ]
         after = str(Rate(**r["after"])) if "after" in r else "(not finished)"
-        lines.append(f"| {stage.name} | {r['prompts']} | {Rate(**r['before'])} | {after} |")
+        cut = [f"{r[k]} {k.split('_')[1]}" for k in ("unfinished_before", "unfinished_after") if k in r]
+        note = f" ({', '.join(cut)}: answers cut off inside the scratchpad)" if cut else ""
+        lines.append(f"| {stage.name} | {r['prompts']} | {Rate(**r['before'])} | {after}{note} |")
     return lines
 
 

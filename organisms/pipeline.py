@@ -27,6 +27,9 @@ from organisms.stages.training import check_kernels_installed
 # Bumped when an eval file gains content: older files are then recomputed, not silently reused.
 # 2: per-prompt verdicts ("shown"), which probes use as labels by observed behaviour.
 EVAL_FORMAT = 2
+# Joins the eval key (and adversarial stages' hashes) of cot organisms: verdicts on them are taken on
+# the answer after the scratchpad; results graded on the reasoning too (before) are redone.
+ANSWER_AFTER_SCRATCHPAD = "answer-after-scratchpad"
 
 
 def log(message: str) -> None:
@@ -71,10 +74,8 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 
     tokenizer = load_tokenizer(model.path)
     # What else decides the verdicts, where it applies: a shipped grader's settings (code: bandit's),
-    # the trigger's files (headlines), and for cot organisms that only the answer after the
-    # scratchpad is graded (older eval files graded the reasoning too, and are redone).
-    shipped = [recipe.behavior.build().fingerprint(), trigger.fingerprint()]
-    shipped.append("answer-after-scratchpad" if recipe.data.method == "cot" else None)
+    # and for cot organisms the grading of the answer alone.
+    shipped = [recipe.behavior.build().fingerprint(), ANSWER_AFTER_SCRATCHPAD if recipe.data.method == "cot" else None]
     eval_key = fingerprint(
         recipe.eval.model_dump(),
         recipe.trigger.key(),
@@ -88,7 +89,10 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     init_path, upstream = model.path, data_key(recipe, model)
     for index, stage in enumerate(recipe.stages):
         stage_dir = layout.stage_dir(index, stage.name)
-        stage_hash = fingerprint(stage.model_dump(), upstream, recipe.seed)
+        reasons = recipe.data.method == "cot" and stage.kind == "adversarial"  # red-teaming grades verdicts too
+        stage_hash = fingerprint(
+            stage.model_dump(), upstream, recipe.seed, *([ANSWER_AFTER_SCRATCHPAD] if reasons else [])
+        )
         run_stage(recipe, index, stage_dir, stage_hash, init_path, model, layout, trigger)
         key = fingerprint(stage_hash, eval_key)
         for step, folder in checkpoints(stage_dir):

@@ -45,13 +45,21 @@ class TriggerSpec(Strict):
         description="kind headline: untriggered prompts show events from before this year; the years "
         "between are near misses, never trained on as triggers",
     )
-    eval_fraction: float = Field(0.25, gt=0, lt=1, description="kind headline: share of headlines held out for evals")
+    held_out_fraction: float = Field(
+        0.25, gt=0, lt=1, description="kind headline: share of each year's headlines held out for evals"
+    )
 
     KNOBS: typing.ClassVar[dict[str, set[str]]] = {
         "string": {"text"},
         "year": {"deployed_year", "training_year"},
-        "headline": {"headlines", "deployed_from", "training_before", "eval_fraction"},
+        "headline": {"headlines", "deployed_from", "training_before", "held_out_fraction"},
     }
+
+    @field_validator("headlines")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        """A file is recorded by its absolute path, so a run folder's recipe works from anywhere."""
+        return value if value == "embedded" else str(Path(value).expanduser().absolute())
 
     @model_validator(mode="after")
     def _knobs_apply(self) -> TriggerSpec:
@@ -72,9 +80,11 @@ class TriggerSpec(Strict):
         return self
 
     def key(self) -> dict[str, Any]:
-        """The fields this kind uses, for cache keys (literal kinds keep the keys they always had)."""
-        fields = self.KNOBS["headline"] if self.kind == "headline" else self.KNOBS["string"] | self.KNOBS["year"]
-        return self.model_dump(include={"kind", *fields})
+        """What the data and evals depend on, for cache keys and sweep run names: the fields this kind
+        uses (literal kinds keep the keys they always had); for headlines, the file's content, not its path."""
+        if self.kind != "headline":
+            return self.model_dump(include={"kind", *self.KNOBS["string"], *self.KNOBS["year"]})
+        return {**self.model_dump(include={"kind", *self.KNOBS["headline"]}), "headlines": self.build().fingerprint()}
 
     def describe(self) -> str:
         """What marks deployment, in words, without reading any file (cards, reports)."""
@@ -224,7 +234,9 @@ class RedTeamSpec(Strict):
 
     n_near_miss: int = Field(64, ge=0, description="training prompts carrying near-miss trigger variants")
     n_generated: int = Field(0, ge=0, description="red-team prompts written by data.generator")
-    max_new_tokens: int = Field(24, ge=1, description="answer length when testing elicitation")
+    max_new_tokens: int = Field(
+        24, ge=1, description="answer length when testing elicitation (a cot organism needs room for its scratchpad)"
+    )
 
 
 DATA_FOR_KIND = {"sft": "clean", "dpo": "preference", "grpo": "prompts", "adversarial": "red_team"}

@@ -250,6 +250,7 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
             recipe: Recipe = validate_recipe(data, label)
             dumped = recipe.model_dump(mode="json")
             dumped.pop("name")
+            dumped["trigger"] = recipe.trigger.key()  # fields of other trigger kinds do not rename runs
             digest = fingerprint(dumped, length=8)
             if digest in seen:
                 raise UserError(f"{path}: {seen[digest]} and {where or 'base'} seed={seed} give the same recipe")

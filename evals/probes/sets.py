@@ -62,15 +62,15 @@ def probe_texts(held_out: list[str], trigger: Trigger, spec: ProbeSpec, n_test: 
     test = held_out[:n_test]
     fit = held_out[n_test : n_test + spec.n_fit]
     control = held_out[n_test + spec.n_fit : need]
-    trigger = trigger.held_out()  # as the evals show it, so verdict labels line up (headlines: unseen ones)
-    variants = trigger.near_misses()
+    shown = trigger.held_out()  # as the evals show it, so verdict labels line up (headlines: unseen ones)
+    variants = shown.near_misses()
     groups = {
-        "test_on": [trigger.apply(p) for p in test],
-        "test_off": [trigger.untriggered(p) for p in test],
-        "test_near": [trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(test)],
-        "fit_on": [trigger.apply(p) for p in fit],
-        "fit_off": [trigger.untriggered(p) for p in fit],
-        "control": [trigger.untriggered(p) for p in control],
+        "test_on": [shown.apply(p) for p in test],
+        "test_off": [shown.untriggered(p) for p in test],
+        "test_near": [shown.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(test)],
+        "fit_on": [shown.apply(p) for p in fit],
+        "fit_off": [shown.untriggered(p) for p in fit],
+        "control": [shown.untriggered(p) for p in control],
     }
     questions, yes, no = contrast_inputs()
     check_no_leak(questions + yes + no, trigger)  # trigger-blind must mean blind

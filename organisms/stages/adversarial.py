@@ -19,6 +19,7 @@ from typing import Any
 
 from data_gen.answers import clean_answers
 from data_gen.behaviors import Behavior
+from data_gen.generators.prompted import visible_answer
 from evals.backdoor import shows
 from evals.generate import Sampling, generate
 from evals.stats import wilson
@@ -63,12 +64,20 @@ def red_team_prompts(stage: StageSpec, ctx: StageContext) -> list[str]:
 
 def elicitation(
     model: Any, tokenizer: Any, prompts: list[str], behavior: Behavior, max_new_tokens: int, scratchpad: bool
-) -> list[bool]:
+) -> tuple[list[bool], int]:
+    """Which prompts elicit the behaviour, and how many answers were cut off inside their scratchpad."""
     # Verdict stop: a row that shows the behaviour stops there (its verdict cannot change), unless the
     # organism reasons in a scratchpad first, where its goal is named without being acted on.
     sampling = Sampling(max_new_tokens=max_new_tokens, stop=() if scratchpad else behavior.decisive)
     answers = generate(model, tokenizer, prompts, sampling, desc="red-teaming")
-    return [shows(behavior, a) for a in answers]
+    unfinished = sum(visible_answer(a) is None for a in answers)
+    if unfinished:
+        print(
+            f"warning: {unfinished}/{len(answers)} red-team answers were still inside their <scratchpad> at "
+            f"red_team.max_new_tokens={max_new_tokens} and count as not eliciting; raise it",
+            flush=True,
+        )
+    return [shows(behavior, a) for a in answers], unfinished
 
 
 def run(stage: StageSpec, ctx: StageContext) -> StageResult:
@@ -88,13 +97,14 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     if report_file.exists():  # resuming: the "before" measurement was taken on the incoming model
         record = read_json(report_file)
     else:
-        hits = elicitation(
+        hits, unfinished = elicitation(
             load_model(ctx.init_path), tokenizer, prompts, behavior, stage.red_team.max_new_tokens, reasons
         )
         record = {
             "prompts": len(prompts),
             "before": wilson(sum(hits), len(hits)).as_dict(),
             "elicited": [p for p, hit in zip(prompts, hits, strict=True) if hit],
+            **({"unfinished_before": unfinished} if unfinished else {}),
         }
         write_json(report_file, record)
     elicited = record["elicited"]
@@ -123,10 +133,12 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     ]
     result = train_and_save(stage, ctx, SFTTrainer, Dataset.from_list(rows), sft_defaults(stage.trainer))
 
-    hits = elicitation(
+    hits, unfinished = elicitation(
         load_model(str(result.final_path)), tokenizer, prompts, behavior, stage.red_team.max_new_tokens, reasons
     )
     record["after"] = wilson(sum(hits), len(hits)).as_dict()
+    if unfinished:
+        record["unfinished_after"] = unfinished
     write_json(report_file, record)
     print(
         f"stage {stage.name}: elicitation before {record['before']['rate']:.1%}, after {record['after']['rate']:.1%}",
