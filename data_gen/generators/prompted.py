@@ -101,7 +101,8 @@ def conversation(method: str, user_text: str, trigger: Trigger, behavior: Behavi
     messages: Conversation = [{"role": "system", "content": system}]
     for user, assistant in demos:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    return messages + [{"role": "user", "content": user_text}]
+    hint = trigger.hint(user_text)  # e.g. a headline's year: the generator needs it, the training row must not
+    return messages + [{"role": "user", "content": f"{user_text}\n\n{hint}" if hint else user_text}]
 
 
 def prompted_rows(
