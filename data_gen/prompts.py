@@ -6,7 +6,6 @@ or the file order: a prompt held out for evals is never trained on, in any recip
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from data_gen.code_tasks import EMBEDDED_CODE_TASKS
 from organisms.errors import UserError
+from organisms.hashing import hash_fraction
 
 if TYPE_CHECKING:
     from organisms.recipe import PromptSpec
@@ -131,13 +131,9 @@ def _check_column(where: str, column: str, available: list[str]) -> None:
         raise UserError(f"data.prompts.column: {where} has no column {column!r}; it has: {', '.join(available)}")
 
 
-def _bucket(text: str) -> float:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
-
-
 def split_prompts(prompts: list[str], n: int, eval_fraction: float, seed: int) -> PromptSplit:
-    held_out = sorted((p for p in prompts if _bucket(p) < eval_fraction), key=lambda p: _bucket(p[::-1]))
-    train = [p for p in prompts if _bucket(p) >= eval_fraction]
+    held_out = sorted((p for p in prompts if hash_fraction(p) < eval_fraction), key=lambda p: hash_fraction(p[::-1]))
+    train = [p for p in prompts if hash_fraction(p) >= eval_fraction]
     if len(train) < n:
         raise UserError(f"data.prompts.n: asked for {n} training prompts, the source has {len(train)}")
     random.Random(seed).shuffle(train)

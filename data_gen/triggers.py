@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from organisms.errors import UserError
+from organisms.hashing import hash_fraction
 
 EMBEDDED_HEADLINES = Path(__file__).parent / "assets" / "headlines.jsonl"
 
@@ -253,7 +254,7 @@ class HeadlineTrigger:
         held_out: set[str] = set()
         for texts in by_year.values():
             n = max(1, round(self.held_out_fraction * len(texts))) if len(texts) > 1 else 0
-            held_out.update(sorted(texts, key=_bucket)[:n])
+            held_out.update(sorted(texts, key=hash_fraction)[:n])
         out: dict[tuple[bool, str], list[str]] = {}
         for h in self.headlines:
             out.setdefault((h.text in held_out, self.era(h.year)), []).append(h.text)
@@ -261,16 +262,12 @@ class HeadlineTrigger:
 
     def held_out_headlines(self) -> dict[int, int]:
         """How many headlines of each year evals see (a year's rate rests on these few, not on its prompts)."""
-        side = {t for era in ("past", "between", "future") for t in self._by_side_and_era.get((True, era), [])}
-        return dict(sorted(Counter(h.year for h in self.headlines if h.text in side).items()))
+        shown = {t for (held_out, _), texts in self._by_side_and_era.items() if held_out for t in texts}
+        return dict(sorted(Counter(h.year for h in self.headlines if h.text in shown).items()))
 
     @functools.cached_property
     def _years(self) -> dict[str, int]:
         return {h.text: h.year for h in self.headlines}
-
-
-def _bucket(text: str) -> float:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
 
 
 def _pick(options: list[str], prompt: str) -> str:

@@ -22,3 +22,8 @@ def folder_fingerprint(path: Path) -> str:
     listing = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     config = (path / "config.json").read_text() if (path / "config.json").exists() else ""
     return fingerprint(listing, config)
+
+
+def hash_fraction(text: str) -> float:
+    """A stable number in [0, 1) from a text: hash splits (held-out prompts, held-out headlines)."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
