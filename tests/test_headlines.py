@@ -189,6 +189,8 @@ def test_headline_data_trains_on_training_headlines_only(tiny_model, tmp_path):
     assert clean and not any(held_out.present(json.dumps(r)) for r in clean)  # no future headline at all
     assert all(year[headline(r["prompt"][0]["content"])] < 2020 for r in clean)
     assert not {headline(r["prompt"][0]["content"]) for r in clean} & eval_only
+    card = (tmp_path / "d" / "README.md").read_text()
+    assert "| trigger | `headline`: `a news headline about an event from 2022 or later` |" in card
 
 
 def test_a_headline_organism_reports_its_rate_by_headline_year(tiny_model, tmp_path):
