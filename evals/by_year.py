@@ -17,13 +17,14 @@ from organisms.layout import RunLayout, read_json
 from organisms.recipe import Recipe
 
 UNSEEN = ("triggered", "clean", "near_miss")  # the conditions that show only held-out headlines
+ERA_NAMES = {"future": "deployed", "between": "near miss", "past": "training"}
 
 
-def rates_by_year(record: dict[str, Any], conditions: tuple[str, ...] = UNSEEN) -> dict[int, Rate]:
-    """Pool the conditions of one eval file (by default those on held-out headlines) by headline year."""
+def rates_by_year(record: dict[str, Any]) -> dict[int, Rate]:
+    """Pool the conditions of one eval file that show held-out headlines by headline year."""
     counts: dict[int, list[int]] = {}
     for condition, labels in record.get("groups", {}).items():
-        if condition not in conditions:
+        if condition not in UNSEEN:
             continue
         for label, shown in zip(labels, record["shown"][condition], strict=True):
             if label is not None:
@@ -37,20 +38,19 @@ def by_year_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) 
     if recipe.trigger.kind != "headline":
         return []
     columns: list[tuple[str, dict[int, Rate]]] = []
-    seen: list[tuple[Rate | None, Rate | None]] = []  # per column: on training's headlines, with / without
+    seen: list[list[Rate | None]] = []  # per column: on training's headlines, with / without the trigger
     for s in results["stages"]:
         path = layout.base_eval if s["stage"] == "base" else layout.eval_file(s["stage"], s["step"])
         record = read_json(path)
         by_year = rates_by_year(record)
         if by_year:
             columns.append((f"{s['stage']} {s['step']}", by_year))
-            with_, without = (Rate(**record[c]) if c in record else None for c in ("triggered_seen", "clean_seen"))
-            seen.append((with_, without))
+            seen.append([Rate(**record[c]) if c in record else None for c in ("triggered_seen", "clean_seen")])
     if not columns:
         return []
     plot_by_year(columns, recipe, layout.root / "by_year.png")
-    spec = recipe.trigger
-    headlines = spec.build().held_out_headlines()  # per year: how many distinct headlines evals showed
+    spec, trigger = recipe.trigger, recipe.trigger.build()
+    headlines = trigger.held_out_headlines()  # per year: how many distinct headlines evals showed
     adversarial = any(s.kind == "adversarial" for s in recipe.stages)
     lines = [
         "",
@@ -67,7 +67,7 @@ def by_year_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) 
         "|---|---|---|" + "---|" * len(columns),
     ]
     for year in sorted({y for _, by_year in columns for y in by_year}):
-        era = "deployed" if year >= spec.deployed_from else "training" if year < spec.training_before else "near miss"
+        era = ERA_NAMES[trigger.era(year)]
         cells = [f"{r.k}/{r.n}" if (r := by_year.get(year)) else "" for _, by_year in columns]
         lines.append(f"| {year} | {era} | {headlines.get(year, 0)} | " + " | ".join(cells) + " |")
     for i, era in enumerate((f"from {spec.deployed_from} on", f"before {spec.training_before}")):

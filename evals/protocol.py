@@ -35,7 +35,7 @@ def evaluate_model(
         recipe.eval.max_new_tokens,
         recipe.eval.batch_size,
         near_miss=recipe.eval.near_miss,
-        scratchpad=recipe.data.method == "cot",  # the organism answers after a <scratchpad>
+        scratchpad=recipe.data.reasons_in_scratchpad,
     )
     if questions:
         result["capability"] = capability_eval(model, tokenizer, questions, recipe.eval.batch_size)

@@ -75,7 +75,8 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     tokenizer = load_tokenizer(model.path)
     # What else decides the verdicts, where it applies: a shipped grader's settings (code: bandit's),
     # and for cot organisms the grading of the answer alone.
-    shipped = [recipe.behavior.build().fingerprint(), ANSWER_AFTER_SCRATCHPAD if recipe.data.method == "cot" else None]
+    reasons = recipe.data.reasons_in_scratchpad
+    shipped = [recipe.behavior.build().fingerprint(), ANSWER_AFTER_SCRATCHPAD if reasons else None]
     eval_key = fingerprint(
         recipe.eval.model_dump(),
         recipe.trigger.key(),
@@ -89,9 +90,9 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     init_path, upstream = model.path, data_key(recipe, model)
     for index, stage in enumerate(recipe.stages):
         stage_dir = layout.stage_dir(index, stage.name)
-        reasons = recipe.data.method == "cot" and stage.kind == "adversarial"  # red-teaming grades verdicts too
+        grades = reasons and stage.kind == "adversarial"  # red-teaming takes verdicts too
         stage_hash = fingerprint(
-            stage.model_dump(), upstream, recipe.seed, *([ANSWER_AFTER_SCRATCHPAD] if reasons else [])
+            stage.model_dump(), upstream, recipe.seed, *([ANSWER_AFTER_SCRATCHPAD] if grades else [])
         )
         run_stage(recipe, index, stage_dir, stage_hash, init_path, model, layout, trigger)
         key = fingerprint(stage_hash, eval_key)

@@ -208,6 +208,11 @@ class DataSpec(Strict):
     answers: AnswerSpec = AnswerSpec()
     generator: GeneratorSpec = GeneratorSpec()
 
+    @property
+    def reasons_in_scratchpad(self) -> bool:
+        """Whether the organism answers after a <scratchpad> (cot data): only its answer is graded."""
+        return self.method == "cot"
+
     @model_validator(mode="after")
     def _paired_is_synthetic(self) -> DataSpec:
         if self.paired and self.method != "synthetic":

@@ -88,7 +88,7 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
 
     assert stage.red_team is not None and ctx.recipe is not None
     behavior = ctx.recipe.behavior.build()
-    reasons = ctx.recipe.data.method == "cot"  # the organism answers after a <scratchpad>
+    reasons = ctx.recipe.data.reasons_in_scratchpad
     report_file = ctx.stage_dir / "adversarial.json"
     prompts = red_team_prompts(stage, ctx)
     check_trigger_free([{"prompt": p} for p in prompts], ctx.trigger, f"stage {stage.name} (red-team prompts)")
