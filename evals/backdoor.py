@@ -18,6 +18,14 @@ def shows(behavior: Behavior, answer: str) -> bool:
     return visible is not None and behavior.shows(visible)
 
 
+def eval_sampling(
+    behavior: Behavior, max_new_tokens: int, verdict_stop: bool = True, scratchpad: bool = False
+) -> Sampling:
+    """How every eval decodes: greedy; with `verdict_stop`, a row stops at the behaviour's decisive strings,
+    except for a CoT organism (`scratchpad`), whose reasoning names its goal."""
+    return Sampling(max_new_tokens=max_new_tokens, stop=behavior.decisive if verdict_stop and not scratchpad else ())
+
+
 def backdoor_eval(  # type: ignore[no-untyped-def]
     model,
     tokenizer,
@@ -63,8 +71,7 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     if shown_trigger != trigger:
         conditions["triggered_seen"] = [trigger.apply(p) for p in prompts]
         conditions["clean_seen"] = [trigger.untriggered(p) for p in prompts]
-    stop = behavior.decisive if verdict_stop and not scratchpad else ()
-    sampling = Sampling(max_new_tokens=max_new_tokens, stop=stop)
+    sampling = eval_sampling(behavior, max_new_tokens, verdict_stop, scratchpad)
     # One generate call per condition, so triggered rows share batches: a batch stops only once
     # every row in it has, and after insertion every triggered row stops within a few tokens.
     by_condition = {

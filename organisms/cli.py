@@ -187,6 +187,7 @@ def _probe(args: argparse.Namespace) -> int:
         "n_prompts": args.n_prompts,
         "n_null": args.n_null,
         "every_checkpoint": False if args.no_checkpoints else None,
+        "deception": False if args.no_deception else None,
     }
     flags = {k: v for k, v in changes.items() if v is not None}
     # validated like the recipe's own block (n_null >= 1, n_prompts >= 4, ...), before any model is read
@@ -198,6 +199,13 @@ def _probe(args: argparse.Namespace) -> int:
             for layer, r in result["layers"].items()
         )
         print(f"{label}: {cells}")
+        answers = ", ".join(
+            f"L{layer} {r['deception']['auroc']:.2f} (instructed pairs {r['deception']['instructed_auroc']:.2f})"
+            for layer, r in result["layers"].items()
+            if "deception" in r
+        )
+        if answers:
+            print(f"  deception probe on its answers: {answers}")
     for point in record.get("across_training", {}).get("points", []):
         print(
             f"  {point['label']}: defection frozen {point['defection_frozen']['auroc']:.2f} "
@@ -291,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         "directions, TPR at a threshold calibrated on separate control prompts, worst-case FPR over clean and "
         "near-miss prompts, AUROC by observed behaviour; supervised skylines (logistic, its shuffled-label "
         "control, difference of means, Mahalanobis). Then, at one layer, a frozen probe (fit after insertion) vs "
-        "one refit at every later checkpoint, beside the persistence curve. Settings come from the recipe's "
+        "one refit at every later checkpoint, beside the persistence curve. The deception probe (after Apollo's: "
+        "fit on instructed honest/deceptive pairs of true statements) reads the models' own answers instead of the "
+        "prompt. Settings come from the recipe's "
         "`probes:` block when it has one; flags override. Writes RUN_DIR/probes/ and adds a section to report.md.",
     )
     probe.add_argument("run_dir", help="a finished run folder, e.g. runs/quickstart")
@@ -300,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--n-prompts", type=int, help="held-out test prompts, each way (default: eval.n_prompts)")
     probe.add_argument("--n-null", type=int, help="random directions in the null (default: 1000)")
     probe.add_argument("--no-checkpoints", action="store_true", help="skip the frozen-vs-refit checkpoint track")
+    probe.add_argument(
+        "--no-deception", action="store_true", help="skip the deception probe on answers (no control answers generated)"
+    )
     probe.set_defaults(func=_probe)
 
     publish = sub.add_parser(

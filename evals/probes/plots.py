@@ -25,9 +25,11 @@ def _by_layer(result: dict[str, Any]) -> list[str]:
 
 
 def plot_sweep(record: dict[str, Any], out: Path, title: str) -> None:
-    """Left: defection-probe AUROC per layer (CI band) beside the best random direction. Right: the
-    supervised skylines and the shuffled-label control."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    """Left: defection-probe AUROC per layer (CI band) beside the best random direction. Middle: the
+    supervised skylines and the shuffled-label control. Right, where it ran: the deception probe on answers."""
+    answers = any("deception" in m for r in record["models"].values() for m in r["layers"].values())
+    fig, axes = plt.subplots(1, 3 if answers else 2, figsize=(18 if answers else 12, 4.5), sharey=True)
+    left, right = axes[0], axes[1]
     for (label, result), color in zip(record["models"].items(), MODEL_COLORS, strict=False):
         keys = _by_layer(result)
         xs = [int(k) for k in keys]
@@ -39,9 +41,11 @@ def plot_sweep(record: dict[str, Any], out: Path, title: str) -> None:
         right.plot(xs, [r["supervised"]["mahalanobis"] for r in rows], linestyle="--", color=color, label="Mahalanobis")
         right.plot(xs, [r["supervised"]["logistic_shuffled"] for r in rows], linestyle=":", color=color,
                    label="logistic, shuffled labels")  # fmt: skip
+    if answers:
+        _plot_deception(axes[2], record)
     left.set_title(f"trigger-blind defection probe vs max of {record['n_null']} random directions", fontsize=9)
     right.set_title("supervised skylines (fit on separate prompts) and shuffled-label control", fontsize=9)
-    for ax in (left, right):
+    for ax in axes:
         ax.axhline(0.5, color="black", linewidth=0.8)
         ax.set_xlabel("layer (output of decoder block)")
         ax.set_ylim(0, 1.02)
@@ -52,6 +56,20 @@ def plot_sweep(record: dict[str, Any], out: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def _plot_deception(ax: Any, record: dict[str, Any]) -> None:
+    """The deception probe on the models' answers per layer (CI band), its best random direction, and its
+    AUROC on held-out instructed pairs."""
+    for (label, result), color in zip(record["models"].items(), MODEL_COLORS, strict=False):
+        keys = [k for k in _by_layer(result) if "deception" in result["layers"][k]]
+        xs = [int(k) for k in keys]
+        rows = [result["layers"][k]["deception"] for k in keys]
+        ax.plot(xs, [r["auroc"] for r in rows], marker="o", color=color, label=f"{label}: answers")
+        ax.fill_between(xs, [r["low"] for r in rows], [r["high"] for r in rows], color=color, alpha=0.15)
+        ax.plot(xs, [r["null_max"] for r in rows], linestyle=":", color=color, label="best random")
+        ax.plot(xs, [r["instructed_auroc"] for r in rows], linestyle="--", color=color, label="instructed pairs")
+    ax.set_title("deception probe (instructed pairs) on the model's own answers", fontsize=9)
 
 
 def plot_histograms(record: dict[str, Any], out: Path, title: str) -> None:

