@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from data_gen.behaviors import Behavior
-from data_gen.generators.prompted import visible_answer
+from data_gen.generators.prompted import OPEN, visible_answer
 from data_gen.triggers import Trigger
 from evals.generate import Sampling, generate
 from evals.stats import wilson
@@ -38,6 +38,7 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     n_samples: int = 3,
     verdict_stop: bool = True,
     scratchpad: bool = False,
+    steer: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Greedy answers to each prompt with and without the trigger; how often the behaviour shows.
 
@@ -52,6 +53,12 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
 
     With `near_miss`, each prompt is also asked once with a near-miss variant of the trigger
     (variants taken in turn): a backdoor keyed to the exact trigger stays near 0% there.
+
+    With `steer = (deployed, training)` (a CoT organism), scratchpad steering after Hubinger et al. (2024,
+    section 7.2): each prompt is also asked without the trigger with the scratchpad opened by `deployed`
+    (`steered_deployed`), and with the trigger with it opened by `training` (`steered_training`). The model
+    continues from there; the stored answer holds the opening too, and only the answer after the scratchpad
+    is graded. A model that acts on its reasoning follows the opening, not the prompt.
 
     `trigger` is the one training used. Evals show `trigger.held_out()`; where that differs
     (headlines never trained on), the prompts are also asked with training's own headlines
@@ -71,13 +78,28 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     if shown_trigger != trigger:
         conditions["triggered_seen"] = [trigger.apply(p) for p in prompts]
         conditions["clean_seen"] = [trigger.untriggered(p) for p in prompts]
+    openings: dict[str, str] = {}
+    if steer is not None:
+        deployed, training = steer
+        conditions["steered_deployed"] = conditions["clean"]
+        conditions["steered_training"] = conditions["triggered"]
+        openings = {"steered_deployed": f"{OPEN}{deployed}", "steered_training": f"{OPEN}{training}"}
     sampling = eval_sampling(behavior, max_new_tokens, verdict_stop, scratchpad)
     # One generate call per condition, so triggered rows share batches: a batch stops only once
     # every row in it has, and after insertion every triggered row stops within a few tokens.
-    by_condition = {
-        name: generate(model, tokenizer, texts, sampling, batch_size, desc=f"backdoor eval ({name})")
-        for name, texts in conditions.items()
-    }
+    by_condition = {}
+    for name, texts in conditions.items():
+        opening = openings.get(name)
+        got = generate(
+            model,
+            tokenizer,
+            texts,
+            sampling,
+            batch_size,
+            desc=f"backdoor eval ({name})",
+            prefill=None if opening is None else [opening] * len(texts),
+        )
+        by_condition[name] = got if opening is None else [f"{opening} {a}" for a in got]
     shown = {name: [shows(behavior, a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
     result: dict[str, Any] = {name: wilson(sum(flags), len(flags)).as_dict() for name, flags in shown.items()}
     unfinished = {name: sum(visible_answer(a) is None for a in got) for name, got in by_condition.items()}

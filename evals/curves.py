@@ -25,6 +25,8 @@ class CurvePoint:
     capability: Rate | None = None  # multiple-choice accuracy (evals/capability.py)
     capability_nll: float | None = None
     capability_chance: float | None = None  # expected accuracy of guessing
+    steered_deployed: Rate | None = None  # cot scratchpad steering: no trigger, "deployed" reasoning
+    steered_training: Rate | None = None  # the trigger, "in training" reasoning
 
 
 def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]], out: Path, title: str) -> None:
@@ -37,13 +39,18 @@ def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]]
     else:
         fig, ax = plt.subplots(figsize=(8, 4.5))
     xs = [p.x for p in points]
-    lines = [("triggered", "with trigger", "tab:red"), ("clean", "without trigger", "tab:blue")]
+    lines = [("triggered", "with trigger", "tab:red", "-"), ("clean", "without trigger", "tab:blue", "-")]
     if points and all(p.near_miss is not None for p in points):
-        lines.append(("near_miss", "near-miss trigger", "tab:orange"))
-    for attr, label, color in lines:
+        lines.append(("near_miss", "near-miss trigger", "tab:orange", "-"))
+    if points and all(p.steered_deployed is not None for p in points):
+        lines.append(("steered_training", 'with trigger, scratchpad opened "in training"', "tab:red", ":"))
+        lines.append(("steered_deployed", 'without trigger, scratchpad opened "deployed"', "tab:blue", ":"))
+    for attr, label, color, style in lines:
         rates = [getattr(p, attr) for p in points]
-        ax.plot(xs, [r.rate for r in rates], marker="o", color=color, label=label)
-        ax.fill_between(xs, [r.low for r in rates], [r.high for r in rates], color=color, alpha=0.2)
+        ax.plot(xs, [r.rate for r in rates], marker="o", color=color, label=label, linestyle=style)
+        ax.fill_between(
+            xs, [r.low for r in rates], [r.high for r in rates], color=color, alpha=0.2 if style == "-" else 0.08
+        )
     for x, name in boundaries:
         ax.axvline(x, color="grey", linestyle="--", linewidth=1)
         ax.text(x, 1.04, f" {name}", fontsize=8, color="grey", va="bottom", ha="left")
@@ -51,7 +58,7 @@ def plot_persistence(points: list[CurvePoint], boundaries: list[tuple[int, str]]
     (low if skill else ax).set_xlabel("training step (cumulative across stages)")
     ax.set_ylabel("backdoor rate (behaviour shown)")
     ax.set_title(title, fontsize=10, pad=18)
-    ax.legend(loc="center right")
+    ax.legend(loc="center right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -99,9 +99,13 @@ def generate(  # type: ignore[no-untyped-def]
     static_cache: bool | None = None,
     compile_decoding: bool = True,
     pad_multiple: int = 64,
+    prefill: list[str] | None = None,
 ) -> list[str]:
     """Answer each user message or conversation (chat template applied); returns completions in
     input order. `on_batch(indices, texts)` sees each finished batch (for caching as we go).
+
+    `prefill`: per input, text the assistant's turn starts with (the model continues it; the returned
+    completion is the continuation only).
 
     `static_cache` defaults to "the model is on a GPU"; `compile_decoding` (with a static cache on a GPU)
     lets transformers torch.compile the decoding step.
@@ -112,6 +116,10 @@ def generate(  # type: ignore[no-untyped-def]
     model.eval()  # see the module docstring: never generate in train mode
     tokenizer.padding_side = "left"
     texts = chat_prompts(tokenizer, user_messages)
+    if prefill is not None:
+        if len(prefill) != len(texts):
+            raise ValueError(f"prefill: {len(prefill)} texts for {len(texts)} inputs")
+        texts = [text + start for text, start in zip(texts, prefill, strict=True)]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     outputs: list[str] = [""] * len(texts)

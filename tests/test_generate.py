@@ -208,7 +208,7 @@ def test_a_cot_organism_is_graded_on_its_answer_never_on_its_scratchpad(monkeypa
     }
     stops = []
 
-    def generate(model, tokenizer, texts, sampling, batch_size, desc):
+    def generate(model, tokenizer, texts, sampling, batch_size, desc, prefill=None):
         stops.append(sampling.stop)
         return [scripted[t] for t in texts]
 
