@@ -17,6 +17,7 @@ can point `eval.capability.source` at its own JSON Lines file with the same fiel
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def choice_logprobs(model: Any, tokenizer: Any, questions: list[Question], batch
     prefix_cache = None
     if shared:
         prefix = torch.tensor([prompt_ids[0][:shared]], device=device)
-        prefix_cache = model(input_ids=prefix, use_cache=True).past_key_values  # (a saved config may say no cache)
+        prefix_cache = kv_cache(model(input_ids=prefix, use_cache=True))  # (a saved config may say no cache)
     out: list[list[list[float]]] = [[] for _ in questions]
     for batch in question_batches(questions, prompt_ids, batch_size):
         k = len(questions[batch[0]].choices)
@@ -117,12 +118,12 @@ def choice_logprobs(model: Any, tokenizer: Any, questions: list[Question], batch
             input_ids=padded(own, pad, device),
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **cache_kwarg(model, cache),
         )
         last = question.logits[torch.arange(len(batch), device=device), lengths - 1]  # [b, vocab]
         first = torch.log_softmax(last.float(), dim=-1)  # each answer's first token
-        cache = question.past_key_values
+        cache = kv_cache(question)
         cache.batch_repeat_interleave(k)  # [b*k, ...]: row r is question r // k, choice r % k
         answers = [answer_ids[i][c] for i in batch for c in range(k)]
         cont_mask = padded([[1] * len(a) for a in answers], 0, device)  # [b*k, A]
@@ -131,8 +132,8 @@ def choice_logprobs(model: Any, tokenizer: Any, questions: list[Question], batch
             attention_mask=torch.cat([mask.repeat_interleave(k, dim=0), cont_mask], dim=-1),
             position_ids=(shared + lengths).repeat_interleave(k)[:, None]
             + torch.arange(cont_mask.shape[1], device=device)[None, :],
-            past_key_values=cache,
             use_cache=True,
+            **cache_kwarg(model, cache),
         )
         later = torch.log_softmax(rest.logits.float(), dim=-1)  # [b*k, A, vocab]: position j predicts j + 1
         for row, answer in enumerate(answers):
@@ -140,6 +141,18 @@ def choice_logprobs(model: Any, tokenizer: Any, questions: list[Question], batch
             scores += [later[row, j, answer[j + 1]].item() for j in range(len(answer) - 1)]
             out[batch[row // k]].append(scores)
     return out
+
+
+def cache_kwarg(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV cache as the model's forward takes it: `cache=` from transformers 5.24, `past_key_values=` before
+    (5.24 still accepts the old name with a warning, until 5.40)."""
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def kv_cache(output: Any) -> Any:
+    """The KV cache a forward returned (`output.cache` from transformers 5.24, `output.past_key_values` before)."""
+    return output.cache if "cache" in output.__dataclass_fields__ else output.past_key_values
 
 
 def shared_prefix_length(sequences: list[list[int]]) -> int:
