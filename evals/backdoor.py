@@ -58,7 +58,8 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     section 7.2): each prompt is also asked without the trigger with the scratchpad opened by `deployed`
     (`steered_deployed`), and with the trigger with it opened by `training` (`steered_training`). The model
     continues from there; the stored answer holds the opening too (joined to the continuation by a space:
-    generated text comes back stripped), and only the answer after the scratchpad is graded. A model that acts on its reasoning follows the opening, not the prompt.
+    generated text comes back stripped), and only the answer after the scratchpad is graded. A model that
+    acts on its reasoning follows the opening, not the prompt.
 
     `trigger` is the one training used. Evals show `trigger.held_out()`; where that differs
     (headlines never trained on), the prompts are also asked with training's own headlines
