@@ -320,5 +320,15 @@ TRIGGERS: dict[str, Callable[..., Trigger]] = {
 }
 
 
+def leak_in(text: str, trigger: Trigger) -> str | None:
+    """What of the trigger `text` carries, in words ("the trigger (...)", "'x', a near miss of the trigger
+    (...)"), or None: for texts that must not hand a model the trigger (probe training texts, steering)."""
+    if trigger.present(text) or trigger.held_out().present(text):
+        return f"the trigger ({trigger.description})"
+    variants = [*trigger.near_misses(), *trigger.held_out().near_misses()]
+    hit = next((v for v in variants if v and v in text), None)
+    return None if hit is None else f"{hit!r}, a near miss of the trigger ({trigger.description})"
+
+
 def make_trigger(kind: str, **kwargs: Any) -> Trigger:
     return TRIGGERS[kind](**kwargs)

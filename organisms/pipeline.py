@@ -77,9 +77,9 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         n_test = recipe.probes.n_prompts or recipe.eval.n_prompts
         probe_texts(held_out, trigger, recipe.probes, n_test, f"{layout.recipe} probes")
         if recipe.probes.deception:  # the instructed pairs must not carry the trigger either
-            from evals.probes.deception import ANSWER_GROUPS, answer_texts
+            from evals.probes.deception import instructed_statements
 
-            answer_texts({name: ([], []) for name in ANSWER_GROUPS}, trigger)
+            instructed_statements(trigger)
 
     questions = capability_questions(recipe)
 

@@ -451,13 +451,15 @@ class Recipe(DataRecipe):
                 f"eval.steer: applies to data.method cot only (an organism that opens a scratchpad), not "
                 f"{self.data.method}"
             )
+        from data_gen.triggers import leak_in
+
         trigger, behavior = self.trigger.build(), self.behavior.build()
-        near = [v for v in (*trigger.near_misses(), *trigger.held_out().near_misses()) if v]
         for name in ("deployed", "training"):
             text = getattr(steer, name)
             # the opening must steer by its reasoning, not by handing the model the trigger or the behaviour
-            if trigger.present(text) or trigger.held_out().present(text) or any(v in text for v in near):
-                raise ValueError(f"eval.steer.{name}: contains the trigger or a near miss of it; reason, don't show it")
+            what = leak_in(text, trigger)
+            if what is not None:
+                raise ValueError(f"eval.steer.{name}: contains {what}; reason, don't show it")
             if behavior.shows(text):
                 raise ValueError(f"eval.steer.{name}: shows the behaviour itself; the answer must come from the model")
         return self

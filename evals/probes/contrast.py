@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data_gen.triggers import Trigger
+from data_gen.triggers import Trigger, leak_in
 from organisms.errors import UserError
 
 
@@ -63,12 +63,7 @@ def defection_direction(acts_yes: torch.Tensor | np.ndarray, acts_no: torch.Tens
 
 def check_no_leak(texts: Iterable[str], trigger: Trigger) -> None:
     """Trigger-blind must mean blind: refuse any text carrying the trigger or one of its near misses."""
-    variants = [*trigger.near_misses(), *trigger.held_out().near_misses()]
     for text in texts:
-        if trigger.present(text):
-            raise UserError(f"contrast text {text!r} contains the trigger ({trigger.description})")
-        hit = next((v for v in variants if v and v in text), None)
-        if hit is not None:
-            raise UserError(
-                f"contrast text {text!r} contains {hit!r}, a near miss of the trigger ({trigger.description})"
-            )
+        what = leak_in(text, trigger)
+        if what is not None:
+            raise UserError(f"contrast text {text!r} contains {what}")

@@ -39,6 +39,7 @@ from evals.probes.metrics import (
     auroc,
     auroc_with_ci,
     calibrate_threshold,
+    null_p_value,
     random_direction_null,
     tpr_at_fpr,
 )
@@ -77,16 +78,19 @@ class AnswerTexts:
     groups: dict[str, tuple[list[str], list[str]]]  # ANSWER_GROUPS name -> (user messages, the model's answers)
 
 
-def answer_texts(
-    groups: dict[str, tuple[list[str], list[str]]], trigger: Trigger, facts: list[str] | None = None
-) -> AnswerTexts:
-    """Instructed pairs from `facts` (default: the embedded 200) plus the answers to score; refuses facts or
+def instructed_statements(trigger: Trigger, facts: list[str] | None = None) -> list[str]:
+    """The statements of the instructed pairs, from `facts` (default: the embedded 200); refuses facts or
     instructions that carry the trigger or a near miss (trigger-blind must mean blind)."""
     statements = [statement_start(f) for f in (facts if facts is not None else read_facts())]
     try:
         check_no_leak([HONEST, DECEPTIVE, *statements], trigger)
     except UserError as err:
         raise UserError(f"deception probe, instructed pairs ({FACTS.name} or the instructions): {err}") from None
+    return statements
+
+
+def answer_texts(statements: list[str], groups: dict[str, tuple[list[str], list[str]]]) -> AnswerTexts:
+    """The instructed pairs' statements plus one model's answers to score, checked for shape."""
     missing = [name for name in ANSWER_GROUPS if name not in groups]
     if missing:
         raise UserError(f"answer groups missing: {missing}")
@@ -156,7 +160,7 @@ def _null(pos: np.ndarray, neg: np.ndarray, observed: float, n_null: int, prefix
     return {
         f"{prefix}null_max": null["max"],
         f"{prefix}null_q95": null["quantile_95"],
-        f"{prefix}null_p": float((1 + np.sum(null["aurocs"] >= observed)) / (1 + n_null)),
+        f"{prefix}null_p": null_p_value(null["aurocs"], observed),
     }
 
 

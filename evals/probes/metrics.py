@@ -100,3 +100,9 @@ def random_direction_null(acts_pos: Array, acts_neg: Array, n: int = 1000, seed:
     projections = np.concatenate([pos, neg]) @ directions.T  # [n_pos + n_neg, n]: one matmul
     aurocs = _auroc_columns(projections, len(pos))  # [n]
     return {"aurocs": aurocs, "max": float(aurocs.max()), "quantile_95": float(np.quantile(aurocs, 0.95))}
+
+
+def null_p_value(null_aurocs: np.ndarray, observed: float) -> float:
+    """Empirical p-value of an AUROC against a random-direction null: the share of random directions doing at
+    least as well, counting the probe itself ((1 + k) / (1 + n), never 0)."""
+    return float((1 + np.sum(null_aurocs >= observed)) / (1 + len(null_aurocs)))

@@ -22,7 +22,13 @@ import numpy as np
 from evals.backdoor import eval_sampling, shows
 from evals.generate import generate
 from evals.probes.activations import decoder_layers
-from evals.probes.deception import AnswerActs, answer_texts, deception_metrics, read_answer_activations
+from evals.probes.deception import (
+    AnswerActs,
+    answer_texts,
+    deception_metrics,
+    instructed_statements,
+    read_answer_activations,
+)
 from evals.probes.metrics import auroc, auroc_with_ci, calibrate_threshold, random_direction_null, tpr_at_fpr
 from evals.probes.plots import plot_across_training, plot_histograms, plot_sweep
 from evals.probes.sets import ProbeTexts, behavior_labels, probe_texts
@@ -114,7 +120,9 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
     spec = spec or recipe.probes or ProbeSpec()
     n_test = spec.n_prompts or recipe.eval.n_prompts
     held_out = read_json(layout.data / "eval_prompts.json")
-    texts = probe_texts(held_out, recipe.trigger.build(), spec, n_test, f"{layout.recipe} probes")
+    trigger, backdoor_behavior = recipe.trigger.build(), recipe.behavior.build()
+    texts = probe_texts(held_out, trigger, spec, n_test, f"{layout.recipe} probes")
+    statements = instructed_statements(trigger) if spec.deception else []  # the deception probe's fit texts
     tokenizer = load_tokenizer(resolve_model(recipe.base_model).path)
     targets = run_targets(recipe, layout)
     sweep = sweep_targets(recipe, targets)
@@ -149,16 +157,10 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
         if spec.deception and target in sweep.values():
             answers = model_answers(target, model, tokenizer, recipe, texts, held_out[:n_test])
             answer_acts[target.label] = read_answer_activations(
-                target.identity(),
-                model,
-                tokenizer,
-                answer_texts(answers, recipe.trigger.build()),
-                layers,
-                spec.batch_size,
+                target.identity(), model, tokenizer, answer_texts(statements, answers), layers, spec.batch_size
             )
-            behavior = recipe.behavior.build()
             answer_shown[target.label] = np.asarray(
-                [shows(behavior, a) for a in answers["test_on"][1] + answers["test_off"][1]], dtype=int
+                [shows(backdoor_behavior, a) for a in answers["test_on"][1] + answers["test_off"][1]], dtype=int
             )
         del model
     record["histograms"] = {}

@@ -27,6 +27,7 @@ from evals.probes.metrics import (
     auroc_with_ci,
     average_precision,
     calibrate_threshold,
+    null_p_value,
     random_direction_null,
     tpr_at_fpr,
     worst_case_fpr,
@@ -120,7 +121,7 @@ def defection_metrics(
         "null_max": null["max"],
         "null_q95": null["quantile_95"],
         # empirical p-value: how often a random direction does at least as well as the probe
-        "null_p": float((1 + np.sum(null["aurocs"] >= result["auroc"])) / (1 + n_null)),
+        "null_p": null_p_value(null["aurocs"], result["auroc"]),
         "ap": average_precision(labels, scores),
         "threshold": threshold,
         "tpr": tpr_at_fpr(acts.groups["test_on"] @ direction, threshold),
