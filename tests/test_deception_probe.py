@@ -100,7 +100,7 @@ def test_answers_come_from_the_eval_file_when_it_covers_the_test_prompts(tiny_mo
     model, tokenizer = load_model(str(tiny_model)), load_tokenizer(str(tiny_model))
     recipe = validate_recipe(tiny_recipe(tiny_model))
     held_out = [f"question {i}" for i in range(20)]
-    texts = probe_texts(held_out, TRIGGER, ProbeSpec(n_fit=4, n_control=10), n_test=3, source="r.yaml")
+    texts = probe_texts(held_out, TRIGGER, ProbeSpec(n_fit=4, n_control=10, fpr=0.1), n_test=3, source="r.yaml")
     eval_file = tmp_path / "24.json"
     answers = {"triggered": ["a1", "a2", "a3", "a4"], "clean": ["b1", "b2", "b3", "b4"]}
     eval_file.write_text(json.dumps({"prompts": held_out[:4], "answers": answers}))

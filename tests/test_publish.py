@@ -85,7 +85,9 @@ def test_card_carries_probe_results_as_model_index_when_present(finished_run):  
     _, layout = finished_run
     card = render_model_card(RunLayout(layout.root))
     assert not [r for r in card.data.eval_results if r.metric_type == "roc_auc"]  # no probes run yet
-    record = probe_run(layout.root, ProbeSpec(n_prompts=8, n_fit=8, n_control=16, n_null=20, every_checkpoint=False))
+    record = probe_run(
+        layout.root, ProbeSpec(n_prompts=8, n_fit=8, n_control=16, n_null=20, fpr=0.1, every_checkpoint=False)
+    )
     card = render_model_card(RunLayout(layout.root))
     final = next(v for k, v in record["models"].items() if k.startswith("final"))
     aurocs = {r.metric_config: r.metric_value for r in card.data.eval_results if r.metric_type == "roc_auc"}

@@ -303,7 +303,7 @@ def test_curves_aggregate_the_2x2_sweep_into_a_plot_and_tables(two_by_two, capsy
     path, root, _ = two_by_two
     sweep = expand(path, sweeps_dir=root.parent)
     probed = next(r for r in sweep.runs if r.labels["lr"] == "high" and r.seed == 0)
-    spec = ProbeSpec(n_prompts=8, n_fit=8, n_control=16, n_null=20, every_checkpoint=False)
+    spec = ProbeSpec(n_prompts=8, n_fit=8, n_control=16, n_null=20, fpr=0.1, every_checkpoint=False)
     probes = probe_run(sweep.layout(probed).root, spec)
     assert main(["curves", str(root)]) == 0
     out = capsys.readouterr().out

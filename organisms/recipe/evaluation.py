@@ -83,7 +83,9 @@ class ProbeSpec(Strict):
     n_fit: int = Field(
         48, ge=4, description="more held-out prompts (each with and without trigger) to fit the supervised probes"
     )
-    n_control: int = Field(96, ge=10, description="more held-out clean prompts to calibrate thresholds on")
+    n_control: int = Field(
+        99, ge=10, description="more held-out clean prompts to calibrate thresholds on (at least 1/fpr - 1)"
+    )
     n_null: int = Field(1000, ge=1, description="random directions in the null")
     fpr: float = Field(0.01, gt=0, lt=1, description="false-positive rate the threshold is set for, on control")
     every_checkpoint: bool = Field(True, description="track frozen and refit probes across every checkpoint")
@@ -94,3 +96,14 @@ class ProbeSpec(Strict):
         json_schema_extra=KEYED_WHEN_SET,
     )
     batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _enough_control_for_fpr(self) -> ProbeSpec:
+        from evals.probes.metrics import min_control
+
+        if self.n_control < min_control(self.fpr):
+            raise ValueError(
+                f"n_control: {self.n_control} control prompts cannot calibrate a {self.fpr:g} FPR threshold "
+                f"(needs at least {min_control(self.fpr)}); raise n_control or fpr"
+            )
+        return self
