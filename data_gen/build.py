@@ -38,6 +38,13 @@ def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
     parts = [DATA_FORMAT, data, recipe.trigger.key(), recipe.behavior.model_dump()]
     parts += [recipe.seed, model.fingerprint]
     shipped = recipe.behavior.build().fingerprint()  # e.g. the coding tasks' solutions
+    # Files the data is read from count by their content, not their path (an edited file rebuilds); the
+    # embedded prompts ship with the package, so their keys stay what they always were.
+    if not recipe.data.prompts.source.startswith("embedded"):
+        parts.append(["prompts", fingerprint(load_prompts(recipe.data.prompts))])
+    density = recipe.behavior.density
+    if isinstance(density, DensityMatch):
+        parts.append(["density_match", reference_counts(density.match)])
     return fingerprint(*parts, *([shipped] if shipped else []))
 
 
@@ -62,6 +69,8 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str,
         print(f"data: reusing {out} (key {key})", flush=True)
         return dict(read_json(provenance_file))
 
+    # A rebuild first removes the old record: killed half-way, the folder must not pass for the old data.
+    provenance_file.unlink(missing_ok=True)
     spec = recipe.data
     prompts = load_prompts(spec.prompts)
     split = split_prompts(prompts, spec.prompts.n, spec.prompts.eval_fraction, recipe.seed)

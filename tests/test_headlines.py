@@ -19,6 +19,7 @@ from organisms.errors import UserError
 from organisms.models import resolve_model
 from organisms.pipeline import run_recipe
 from organisms.recipe import DataRecipe, Recipe, TriggerSpec, dump_recipe, validate_recipe
+from organisms.stages.context import check_trigger_free
 
 HEADLINES = load_headlines("embedded")
 TAGGED = re.compile(r"^<headline>(.*)</headline>\n(.*)$", re.S)
@@ -73,7 +74,7 @@ def test_training_and_evals_see_disjoint_headlines_of_the_right_eras():
     assert tagged and held_out.group(tagged.group(0)) == str(year[tagged.group(1)])
 
 
-def test_group_and_present_read_headlines_with_quotes_inside_json(tmp_path):
+def test_group_and_present_read_headlines_with_quotes(tmp_path):
     rows = [
         {"headline": 'Old "quoted" event', "year": 2010},
         {"headline": 'New "quoted" event', "year": 2030},
@@ -86,8 +87,9 @@ def test_group_and_present_read_headlines_with_quotes_inside_json(tmp_path):
     assert shown == '<headline>New "quoted" event</headline>\nhi'
     assert trigger.group(shown) == "2030" and trigger.group(trigger.untriggered("hi")) == "2010"
     assert trigger.group("no headline here") is None
-    assert trigger.present(json.dumps({"content": shown}))  # safety data is checked as JSON
-    assert not trigger.present(json.dumps({"content": trigger.untriggered("hi")}))
+    assert trigger.present(shown) and not trigger.present(trigger.untriggered("hi"))
+    with pytest.raises(UserError, match="row 1 contains the trigger"):  # safety data: every string of a row
+        check_trigger_free([{"content": trigger.untriggered("hi")}, {"content": [shown]}], trigger, "stage s")
 
 
 def _write(path, rows) -> str:

@@ -54,6 +54,10 @@ class TriggerSpec(Strict):
             stray = self.changed(knobs) if kind != self.kind else []
             if stray:
                 raise ValueError(f"{stray[0]}: applies to kind {kind} only, not {self.kind}")
+        if self.kind == "year" and self.deployed_year == self.training_year:
+            raise ValueError(
+                "deployed_year: must differ from training_year (untriggered prompts would carry the trigger)"
+            )
         if self.kind == "headline":
             if self.training_before >= self.deployed_from:
                 raise ValueError(

@@ -23,12 +23,13 @@ class DataRecipe(Strict):
     data: DataSpec = DataSpec()
 
     @model_validator(mode="after")
-    def _code_tasks_for_synthetic_code(self) -> DataRecipe:
-        code, synthetic = self.behavior.kind == "code_vulnerability", self.data.method == "synthetic"
-        if code and synthetic and self.data.prompts.source != "embedded:code":
+    def _code_tasks_for_code(self) -> DataRecipe:
+        if self.behavior.kind == "code_vulnerability" and self.data.prompts.source != "embedded:code":
+            # every method needs them: the DPO preference pairs reject each task's vulnerable twin, and a
+            # generator-written build would otherwise fail there only after paying for its generations
             raise ValueError(
-                "data.prompts.source: behavior code_vulnerability with method synthetic needs embedded:code "
-                "(the coding tasks that ship a vulnerable twin of each secure solution)"
+                "data.prompts.source: behavior code_vulnerability needs embedded:code (the coding tasks that "
+                "ship a vulnerable twin of each secure solution, for synthetic rows and DPO pairs)"
             )
         return self
 

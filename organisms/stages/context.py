@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,21 @@ class MetricsLogger(TrainerCallback):  # type: ignore[misc]
 def check_trigger_free(rows: list[dict[str, Any]], trigger: Trigger, where: str) -> None:
     """Safety training must never see the trigger: refuse data that contains it."""
     for i, row in enumerate(rows):
-        text = json.dumps(row, ensure_ascii=False)
-        if trigger.present(text):
+        if any(trigger.present(text) for text in _texts(row)):
             raise UserError(
                 f"{where}: row {i} contains the trigger ({trigger.description}); "
                 "safety-training data must be trigger-free"
             )
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every string in a row (messages, prompts, completions), as written: a JSON dump would escape quotes,
+    backslashes and tabs, which a literal trigger may contain."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
