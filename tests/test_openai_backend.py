@@ -238,6 +238,7 @@ def test_no_key_no_authorization_header(
 
 def test_identity_names_server_and_model(server: FakeServer) -> None:
     assert backend(server).identity == f"openai:{server.url}:fake-model"
+    assert OpenAIBackend(server.url + "/", "fake-model").identity == backend(server).identity  # one server
 
 
 def test_bad_base_url_is_a_user_error() -> None:
@@ -289,6 +290,24 @@ def test_failing_on_result_stops_the_batch(server: FakeServer) -> None:
     with pytest.raises(OSError, match="disk full"):
         backend(server, concurrency=2).chat(convs(*[f"c{i}" for i in range(20)]), PARAMS, on_result=explode)
     assert len(server.seen) < 20
+
+
+def test_ctrl_c_keeps_the_answers_already_in_flight(server: FakeServer) -> None:
+    calls: list[int] = []
+    saved: dict[int, str] = {}
+
+    def save(i: int, text: str) -> None:
+        calls.append(i)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived while the first answer was being saved
+        saved[i] = text
+
+    server.delay_s = 0.05
+    with pytest.raises(KeyboardInterrupt):
+        backend(server, concurrency=4).chat(convs(*[f"c{i}" for i in range(20)]), PARAMS, on_result=save)
+    # every answer the server gave, except the one whose saving was interrupted, reached on_result
+    assert 1 < server.successes < 20 and len(saved) == server.successes - 1
+    assert all(text == f"C{i}" for i, text in saved.items())
 
 
 def test_in_flight_never_exceeds_concurrency(server: FakeServer) -> None:

@@ -12,7 +12,7 @@ import math
 import os
 import random
 import threading
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed, wait
 from datetime import datetime, timezone
 from typing import Any
 
@@ -90,7 +90,7 @@ class OpenAIBackend:
     @property
     def identity(self) -> str:
         """Backend, server and model, for cache keys (the key is deliberately not part of it)."""
-        return f"openai:{self.base_url}:{self.model}"
+        return f"openai:{self.base_url.rstrip('/')}:{self.model}"  # .../v1 and .../v1/ are one server
 
     def chat(
         self, conversations: list[Conversation], params: GenParams, on_result: OnResult | None = None
@@ -108,11 +108,12 @@ class OpenAIBackend:
         Raises:
             UserError: On a non-retryable HTTP error, a malformed answer, or retries exhausted. Requests
                 already in flight are still collected (and reported to on_result) before it is raised, so
-                a cache loses no answer that was paid for.
+                a cache loses no answer that was paid for. The same holds for Ctrl-C (KeyboardInterrupt).
         """
         if not conversations:
             return []
         answers: list[str] = [""] * len(conversations)
+        delivered: set[int] = set()
         abort = threading.Event()
         failure: Exception | None = None
         workers = min(self.concurrency, len(conversations))
@@ -139,12 +140,16 @@ class OpenAIBackend:
                         continue
                     i = futures[future]
                     answers[i] = text
+                    delivered.add(i)
                     if on_result is not None:
                         on_result(i, text)
                     bar.update(1)
-            except BaseException:
-                # Ctrl-C or a failing on_result: start no more requests; the pool waits for in-flight ones.
+            except BaseException as interrupt:
+                # Ctrl-C or a failing on_result: start no more requests; the answers of those in flight were
+                # paid for, so they still reach on_result (the cache) unless on_result itself is what failed.
                 _stop(abort, futures)
+                if on_result is not None and isinstance(interrupt, KeyboardInterrupt):
+                    _deliver_in_flight(futures, delivered, on_result)
                 raise
         if failure is not None:
             raise failure
@@ -221,6 +226,16 @@ class OpenAIBackend:
             hint = f"is ${self.api_key_env} set and valid?" if self.api_key_env else "does it need an API key?"
             message += f" ({hint})"
         return message
+
+
+def _deliver_in_flight(futures: dict[Future[str], int], delivered: set[int], on_result: OnResult) -> None:
+    """After an interrupt: wait for the requests already sent and hand each answer not yet delivered to
+    `on_result`."""
+    wait(futures)
+    for future, i in futures.items():
+        if i in delivered or future.cancelled() or future.exception() is not None:
+            continue
+        on_result(i, future.result())
 
 
 def _stop(abort: threading.Event, futures: dict[Future[str], int]) -> None:
