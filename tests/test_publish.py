@@ -53,11 +53,37 @@ def test_upload_is_private_by_default_and_never_prints_the_token(finished_run, m
     api = mock.create_autospec(huggingface_hub.HfApi, instance=True)
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    api.repo_info.return_value.private = True
     assert main(["publish", str(layout.root), "--repo-id", "me/tiny-organism"]) == 0
     api.create_repo.assert_called_once_with("me/tiny-organism", repo_type="model", private=True, exist_ok=True)
     assert api.upload_folder.call_args.kwargs["repo_type"] == "model"
     out = capsys.readouterr()
     assert "hf_secret_value" not in out.out + out.err and "pushed (private)" in out.out
+
+
+def test_an_existing_public_repo_is_refused_and_hub_errors_are_one_line(finished_run, monkeypatch, capsys):  # noqa: F811
+    """create_repo(private=True, exist_ok=True) leaves an existing public repo public: nothing may go up."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    _, layout = finished_run
+    api = mock.create_autospec(huggingface_hub.HfApi, instance=True)
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
+    api.repo_info.return_value.private = False
+    assert main(["publish", str(layout.root), "--repo-id", "me/already-public"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: me/already-public: the model repo already exists and is public; refusing a private upload "
+        "(change its visibility on the Hub or pass --public)"
+    )
+    api.upload_folder.assert_not_called()
+    api.repo_info.return_value.private = True
+    request = httpx.Request("POST", "https://huggingface.co/api/repos/create")
+    api.create_repo.side_effect = HfHubHTTPError(
+        "401 Client Error: Unauthorized", response=httpx.Response(401, request=request)
+    )
+    assert main(["publish", str(layout.root), "--repo-id", "me/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: upload to me/x failed: HfHubHTTPError: 401 Client Error: Unauthorized"
 
 
 def test_a_bad_repo_id_is_refused_before_any_weights_are_copied(tmp_path, capsys):
@@ -66,6 +92,9 @@ def test_a_bad_repo_id_is_refused_before_any_weights_are_copied(tmp_path, capsys
     assert not (tmp_path / "publish").exists()
     assert main(["data", "build", str(tmp_path / "nowhere.yaml"), "--push-to-hub", "a/b/c"]) == 2
     assert capsys.readouterr().err.strip() == "error: --push-to-hub a/b/c: expected ORG/NAME"
+    assert main(["publish", str(tmp_path), "--repo-id", "me/bad name", "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("error: --repo-id me/bad name: Repo id must use alphanumeric chars")
+    assert not (tmp_path / "publish").exists()
 
 
 def test_publishing_an_unfinished_run_is_refused(tmp_path):
