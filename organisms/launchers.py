@@ -21,8 +21,6 @@ from typing import Any
 from organisms.errors import UserError
 from organisms.sweep import Sweep, SweepRun, is_finished
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def log(message: str) -> None:
     print(f"[sweep] {message}", flush=True)
@@ -109,10 +107,12 @@ def launch_local(sweep: Sweep, gpus: Sequence[str] | None = None) -> list[str]:
     """Run the pending runs here: in this process one after another, or, with more than one GPU,
     a subprocess per GPU pulling from a queue. Returns the names of runs that failed."""
     pending = pending_runs(sweep)
-    gpus = visible_gpus() if gpus is None else list(gpus)
-    log(f"{len(pending)} of {len(sweep.runs)} runs to do" + (f" on GPUs {','.join(gpus)}" if len(gpus) > 1 else ""))
+    chosen = gpus is not None  # GPUs named with --gpus: every run goes to a subprocess that sees only its own
+    gpus = list(gpus) if gpus is not None else visible_gpus()
+    use_queue = len(gpus) > 1 or chosen
+    log(f"{len(pending)} of {len(sweep.runs)} runs to do" + (f" on GPUs {','.join(gpus)}" if use_queue else ""))
     failed = []
-    if len(gpus) > 1:
+    if use_queue:
         commands = [cli_command(sweep.recipe_file(r), sweep.runs_dir) for r in pending]
         logs = [sweep.root / "logs" / f"{r.name}.log" for r in pending]
         for run, code, log_file in zip(pending, run_queue(commands, gpus, logs), logs, strict=True):
@@ -132,11 +132,10 @@ def launch_local(sweep: Sweep, gpus: Sequence[str] | None = None) -> list[str]:
 
 def accelerate_config(sweep: Sweep) -> Path:
     """The sweep's accelerate config: relative to the working directory, else to the repository."""
-    given = Path(sweep.ablation.slurm.accelerate_config)
-    for candidate in (given, REPO / given):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise UserError(f"{sweep.source}: slurm.accelerate_config: {given} not found")
+    try:
+        return sweep.ablation.slurm.config_path()
+    except ValueError as err:  # checked at validation; the file may have gone since
+        raise UserError(f"{sweep.source}: slurm.{err}") from None
 
 
 def task_command(sweep: Sweep, recipe: str) -> list[str]:
@@ -225,17 +224,16 @@ def launch_slurm(sweep: Sweep, cluster: str | None = "slurm", task: Callable[[st
 
 
 def write_sbatch(sweep: Sweep) -> Path | None:
-    """Write sweeps/<name>/sbatch.sh: a Slurm array over the pending runs (listed in
-    sbatch_recipes.txt, one per line), each task running `accelerate launch ... run RECIPE`."""
+    """Write sweeps/<name>/sbatch.sh: a Slurm array over the pending runs, each task running
+    `accelerate launch ... run RECIPE`. The recipe list is inside the script: Slurm keeps a copy of a
+    script at submission, so rewriting it later (to resubmit what is left) never changes a queued array."""
     pending = pending_runs(sweep)
     if not pending:
         log("nothing to write: every run is finished")
         return None
     slurm = sweep.ablation.slurm
-    listing = sweep.root / "sbatch_recipes.txt"
-    listing.write_text("".join(f"{sweep.recipe_file(r).resolve()}\n" for r in pending))
+    command = task_command(sweep, '"$RECIPE"')  # resolves the accelerate config before anything is written
     logs = (sweep.root / "logs").resolve()
-    logs.mkdir(parents=True, exist_ok=True)
     directives = {
         "job-name": sweep.ablation.name,
         "array": f"0-{len(pending) - 1}%{min(slurm.array_parallelism, len(pending))}",
@@ -248,7 +246,6 @@ def write_sbatch(sweep: Sweep) -> Path | None:
         "time": slurm.timeout_min,
         "output": f"{logs}/%A_%a.out",
     }
-    command = task_command(sweep, '"$RECIPE"')
     lines = [
         "#!/bin/bash",
         f"# {len(pending)} pending runs of sweep {sweep.ablation.name}, from {sweep.source}.",
@@ -257,13 +254,23 @@ def write_sbatch(sweep: Sweep) -> Path | None:
         "set -euo pipefail",
         f"cd {shlex.quote(str(Path.cwd()))}",
         *slurm.setup,
-        f'RECIPE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(listing.resolve()))})',
+        "RECIPES=(",
+        *(f"  {shlex.quote(str(sweep.recipe_file(r).resolve()))}" for r in pending),
+        ")",
+        "RECIPE=${RECIPES[$SLURM_ARRAY_TASK_ID]:-}",
         'if [ -z "$RECIPE" ]; then echo "no recipe for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1; fi',
         'echo "array task $SLURM_ARRAY_TASK_ID: $RECIPE"',
         "exec " + " ".join(a if a == '"$RECIPE"' else shlex.quote(a) for a in command),
         "",
     ]
+    logs.mkdir(parents=True, exist_ok=True)
     script = sweep.root / "sbatch.sh"
-    script.write_text("\n".join(lines))
-    script.chmod(0o755)
+    partial = script.with_suffix(".sh.partial")
+    partial.write_text("\n".join(lines))
+    partial.chmod(0o755)
+    partial.replace(script)
+    log(
+        "runs still queued or running from an earlier submission count as pending here: cancel that array "
+        "(scancel) before submitting this one, or they run twice"
+    )
     return script

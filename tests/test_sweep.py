@@ -204,6 +204,9 @@ def test_sbatch_script_is_valid_bash_and_runs_the_right_recipe(grid_ablation, tm
     # a task id past the list fails loudly instead of running nothing
     env["SLURM_ARRAY_TASK_ID"] = "12"
     assert subprocess.run(["bash", str(script)], env=env, capture_output=True).returncode == 1
+    # the list lives in the script (Slurm copies it at submission): no side file a resubmission could rewrite
+    assert sorted(p.name for p in sweep.root.iterdir()) == ["logs", "manifest.json", "recipes", "sbatch.sh"]
+    assert str(sweep.recipe_file(sweep.runs[11]).resolve()) in script.read_text()
 
 
 def test_slurm_launcher_submits_one_job_array_with_the_right_parameters(grid_ablation, tmp_path, monkeypatch):
@@ -281,7 +284,43 @@ def test_sweep_dry_run_lists_runs_and_launches_nothing(grid_ablation, tmp_path, 
     assert main(["sweep", str(grid_ablation), "--dry-run", "--sweeps-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "abl: 12 runs (6 conditions x seeds)" in out and out.count("  to run") == 12
-    assert (tmp_path / "abl" / "manifest.json").is_file() and not (tmp_path / "abl" / "runs").exists()
+    assert (tmp_path / "abl" / "recipes").is_dir() and not (tmp_path / "abl" / "runs").exists()
+    # a finished sweep's manifest is what `curves` reads: a dry run with other settings leaves it alone
+    assert not (tmp_path / "abl" / "manifest.json").exists()
+    write_sweep(expand(grid_ablation, sweeps_dir=tmp_path))
+    manifest = (tmp_path / "abl" / "manifest.json").read_text()
+    assert (
+        main(["sweep", str(grid_ablation), "--dry-run", "--sweeps-dir", str(tmp_path), "--set", "eval.n_prompts=4"])
+        == 0
+    )
+    assert (tmp_path / "abl" / "manifest.json").read_text() == manifest
+
+
+def test_sweep_refuses_overrides_it_would_lose_and_configs_that_waste_gpus(grid_ablation, tmp_path, capsys):
+    assert main(["sweep", str(grid_ablation), "--dry-run", "--set", "seed=5"]) == 2
+    assert capsys.readouterr().err.strip().endswith("ablation.yaml: --set seed=5: use `seeds:`, not --set")
+    assert main(["sweep", str(grid_ablation), "--dry-run", "--set", "name=x"]) == 2
+    assert "--set name=x: run names are generated, not --set" in capsys.readouterr().err
+    ablation = yaml.safe_load(grid_ablation.read_text())
+    for slurm, error in (
+        ({"gpus_per_node": 2, "accelerate_config": "accelerate/single_gpu.yaml"}, "runs one process"),
+        ({"accelerate_config": "nope.yaml"}, "slurm.accelerate_config: nope.yaml not found"),
+    ):
+        grid_ablation.write_text(yaml.safe_dump({**ablation, "slurm": slurm}))
+        with pytest.raises(UserError, match=error):  # at validation: nothing written, nothing submitted
+            expand(grid_ablation, sweeps_dir=tmp_path / "s")
+    grid_ablation.write_text(yaml.safe_dump({**ablation, "slurm": {"gpus_per_node": 2}}))
+    assert expand(grid_ablation, sweeps_dir=tmp_path / "s").ablation.slurm.config_path().name == "ddp.yaml"
+    assert not (tmp_path / "s").exists()
+
+
+def test_one_chosen_gpu_still_gets_its_own_process(grid_ablation, tmp_path, monkeypatch):
+    """`--gpus 1` must run on GPU 1: through the queue, which sets CUDA_VISIBLE_DEVICES, not in this process."""
+    sweep = expand(grid_ablation, sweeps_dir=tmp_path / "sweeps")
+    seen: dict = {}
+    monkeypatch.setattr(launchers, "run_queue", lambda cmds, gpus, logs: seen.update(gpus=gpus) or [0] * len(cmds))
+    monkeypatch.setattr(launchers, "run_in_process", lambda *a: pytest.fail("ran in process"))
+    assert launchers.launch_local(sweep, ["1"]) == [] and seen["gpus"] == ["1"]
 
 
 def test_flagship_matched_density_points_at_a_cot_dataset():
