@@ -135,8 +135,14 @@ def test_dotted_overrides(tmp_path):
 
 def test_override_of_missing_stage_is_an_error(tmp_path):
     path = write(tmp_path, minimal())
-    with pytest.raises(UserError, match=r"override stages\.3\.trainer\.max_steps=1: stages has no item 3"):
+    with pytest.raises(
+        UserError, match=r"^.*recipe\.yaml: override stages\.3\.trainer\.max_steps=1: stages has no item 3$"
+    ):
         load_recipe(path, ["stages.3.trainer.max_steps=1"])
+    with pytest.raises(
+        UserError, match=r"recipe\.yaml: override eval\.n_prompts\.x=1: eval\.n_prompts is 4 here, not a"
+    ):
+        load_recipe(path, ["eval.n_prompts=4", "eval.n_prompts.x=1"])
 
 
 def test_duplicate_stage_names(tmp_path):

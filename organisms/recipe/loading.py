@@ -47,7 +47,7 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any, label: str
             else:
                 node = node.setdefault(key, {})
         else:
-            raise UserError(f"override {label}: {'.'.join(path[:i])} is not a mapping or list")
+            raise UserError(f"override {label}: {'.'.join(path[:i])} is {node!r} here, not a mapping or list")
 
 
 def format_location(loc: tuple[Any, ...]) -> str:
@@ -69,8 +69,11 @@ def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> di
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe must be a YAML mapping")
     for text in overrides or []:
-        keys, value = parse_override(text)
-        apply_override(data, keys, value, text)
+        try:
+            keys, value = parse_override(text)
+            apply_override(data, keys, value, text)
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
     return data
 
 
