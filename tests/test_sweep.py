@@ -383,3 +383,20 @@ def test_curves_aggregate_the_2x2_sweep_into_a_plot_and_tables(two_by_two, capsy
     assert f"| high | 2/2 | {float(rows['high']['inserted_mean']):.0%} [" in table
     assert f"{best:.2f} (n=1)" in table and "Persistence AUC: the mean triggered rate" in table
     assert "| high | 2/2 |" in out and str(root / "curves.png") in out
+
+
+def test_a_crashing_run_does_not_stop_an_in_process_sweep(grid_ablation, tmp_path, monkeypatch, capsys):
+    sweep = expand(grid_ablation, sweeps_dir=tmp_path / "sweeps")
+    done = []
+
+    def run(sweep, run):
+        if not done:
+            done.append("crash")
+            raise RuntimeError("CUDA out of memory")
+        done.append(run.name)
+
+    monkeypatch.setattr(launchers, "run_in_process", run)
+    failed = launchers.launch_local(sweep, [])  # no GPU named: in this process
+    assert failed == [sweep.runs[0].name] and done[1:] == [r.name for r in sweep.runs[1:]]
+    assert "RuntimeError: CUDA out of memory" in (sweep.root / "logs" / f"{sweep.runs[0].name}.log").read_text()
+    assert f"{sweep.runs[0].name}: crashed: RuntimeError: CUDA out of memory" in capsys.readouterr().out
