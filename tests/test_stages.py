@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from organisms.errors import UserError
@@ -132,6 +134,23 @@ def test_unmerged_adapter_is_carried_into_the_next_stage(tiny_model, tmp_path):
     assert (first / "adapter_config.json").is_file() and not (first / "model.safetensors").exists()
     assert (second / "model.safetensors").is_file()  # the carried adapter, merged at the end
     assert len(json.loads(layout.results.read_text())["curve"]) == 1 + 2 + 1
+
+    # That adapter, published, is someone's base_model: a LoRA stage starts a new adapter on its merged
+    # weights (TRL refused a PeftModel plus a peft_config), and a stage without peft finetunes every weight.
+    from safetensors.torch import load_file
+
+    recipe["base_model"] = str(first)
+    for name, stage in (("on-adapter-lora", {"peft": lora}), ("on-adapter-full", {})):
+        recipe["name"] = name
+        recipe["stages"] = [
+            {"name": "hhh_sft", "trainer": {"learning_rate": 1e-3, "max_steps": 2, "save_steps": 2, **FAST}, **stage}
+        ]
+        final = run_recipe(validate_recipe(recipe), tmp_path).root / "01_hhh_sft" / "final"
+        weights = load_file(final / "model.safetensors")
+    start = load_file(second.parent.parent / "01_backdoor" / "final" / "adapter_model.safetensors")
+    assert start and all("lora" in k for k in start)  # the adapter holds no norm weights...
+    base = load_file(Path(tiny_model) / "model.safetensors")
+    assert not torch.equal(weights["model.norm.weight"], base["model.norm.weight"])  # ...full finetuning moved them
 
 
 def test_unmerged_adapter_cannot_be_followed_by_a_new_one():

@@ -16,6 +16,8 @@ recipes: neither has been measured to pay here yet (bench/train_throughput.py --
 from __future__ import annotations
 
 import importlib.util
+import json
+from pathlib import Path
 from typing import Any
 
 from organisms.errors import UserError
@@ -100,6 +102,11 @@ def build_trainer(
 
     tokenizer = load_tokenizer(ctx.tokenizer_path)
     model = load_model(ctx.init_path, for_training=True)
+    if hasattr(model, "merge_and_unload") and not continues_adapter(stage, ctx):
+        # an adapter given as base_model (a published organism): its merged weights are the start, as for
+        # any base; only the stage after a `merge_adapter: false` stage trains an adapter further
+        model = model.merge_and_unload()
+        model.requires_grad_(True)
     settings = trainer_settings(stage, ctx, defaults)
     pick_attention(model, settings)
     args = trainer_config_class(stage.kind)(output_dir=str(ctx.stage_dir), **settings)
@@ -113,6 +120,20 @@ def build_trainer(
         callbacks=[MetricsLogger(ctx.stage_dir / "metrics.jsonl"), *(callbacks or [])],
         **trainer_kwargs,
     )
+
+
+def truncate_metrics(path: Path, after_step: int) -> None:
+    """Drop the log rows of steps after `after_step` (a resumed run logs them again)."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= after_step]
+        path.write_text("".join(f"{line}\n" for line in rows))
+
+
+def continues_adapter(stage: StageSpec, ctx: StageContext) -> bool:
+    """Whether this stage keeps training the LoRA adapter of the stage before it (`merge_adapter: false`)."""
+    stages = ctx.recipe.stages if ctx.recipe is not None else []
+    index = next((i for i, s in enumerate(stages) if s.name == stage.name), 0)
+    return index > 0 and not stages[index - 1].merge_adapter
 
 
 def train_and_save(
@@ -129,6 +150,8 @@ def train_and_save(
     if resume:
         # The Trainer only resumes when told to; without this it silently starts over.
         print(f"stage {stage.name}: resuming from {resume}", flush=True)
+        if trainer.is_world_process_zero():  # the steps after the checkpoint are logged again
+            truncate_metrics(ctx.stage_dir / "metrics.jsonl", after_step=found[-1][0])
     trainer.train(resume_from_checkpoint=resume)
 
     final = ctx.stage_dir / "final"
