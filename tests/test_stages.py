@@ -159,3 +159,29 @@ def test_unmerged_adapter_cannot_be_followed_by_a_new_one():
         validate_recipe(
             {"name": "t", "stages": [{"name": "a", "peft": lora, "merge_adapter": False}, {"name": "b", "peft": lora}]}
         )
+
+
+def test_lora_under_sharded_training_is_refused_and_full_finals_hold_safetensors_only(tiny_model, tmp_path):
+    from types import SimpleNamespace
+
+    from organisms.recipe import StageSpec
+    from organisms.stages.training import refuse_sharded_adapters
+
+    lora, full = StageSpec(name="b", peft={"r": 4}), StageSpec(name="s")
+    fsdp = SimpleNamespace(is_fsdp_enabled=True, is_deepspeed_enabled=False)
+    plugin = SimpleNamespace(zero_stage=3)
+    state = SimpleNamespace(deepspeed_plugin=plugin)
+    zero3 = SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=True, accelerator=SimpleNamespace(state=state))
+    for trainer, name in ((fsdp, "FSDP"), (zero3, "DeepSpeed ZeRO-3")):
+        with pytest.raises(UserError, match=f"stage b: LoRA under {name} is not supported"):
+            refuse_sharded_adapters(lora, trainer)
+        refuse_sharded_adapters(full, trainer)  # full finetuning is what sharding is for
+    plugin.zero_stage = 2  # ZeRO-2 keeps whole weights on every process: LoRA is fine
+    refuse_sharded_adapters(lora, zero3)
+
+    recipe = tiny_recipe(tiny_model)
+    recipe["name"], recipe["eval"] = "full-final", {"n_prompts": 4, "max_new_tokens": 4, "capability": None}
+    recipe["stages"] = [{"name": "sft", "data": "backdoor", "trainer": {"max_steps": 1, "save_steps": 1, **FAST}}]
+    final = run_recipe(validate_recipe(recipe), tmp_path).root / "01_sft" / "final"
+    assert (final / "model.safetensors").is_file() and (final / "tokenizer_config.json").is_file()
+    assert not list(final.glob("*.bin"))

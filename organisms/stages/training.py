@@ -145,6 +145,7 @@ def train_and_save(
     **trainer_kwargs: Any,
 ) -> StageResult:
     trainer = build_trainer(stage, ctx, trainer_cls, dataset, defaults, **trainer_kwargs)
+    refuse_sharded_adapters(stage, trainer)
     found = checkpoints(ctx.stage_dir)
     resume = str(found[-1][1]) if found else None
     if resume:
@@ -156,9 +157,26 @@ def train_and_save(
 
     final = ctx.stage_dir / "final"
     trained: Any = trainer.model
-    if hasattr(trained, "merge_and_unload") and stage.merge_adapter:
-        trained = trained.merge_and_unload()
-    if trainer.is_world_process_zero():
-        trained.save_pretrained(final)
-        trainer.processing_class.save_pretrained(final)
+    if not hasattr(trained, "merge_and_unload"):
+        # every rank calls it: under FSDP (FULL_STATE_DICT) or ZeRO-3 the weights are gathered collectively
+        trainer.save_model(str(final))
+        if trainer.is_world_process_zero():
+            (final / "training_args.bin").unlink(missing_ok=True)  # a pickle: final/ holds safetensors only
+    else:
+        if stage.merge_adapter:
+            trained = trained.merge_and_unload()
+        if trainer.is_world_process_zero():
+            trained.save_pretrained(final)
+            trainer.processing_class.save_pretrained(final)
     return StageResult(final_path=final, steps=trainer.state.global_step)
+
+
+def refuse_sharded_adapters(stage: StageSpec, trainer: Any) -> None:
+    """A LoRA stage merges (or saves) its adapter from the main process alone, which cannot gather weights that
+    FSDP or ZeRO-3 shard across processes. LoRA trains a model that fits one GPU anyway: data parallel it is."""
+    zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    if stage.peft and (trainer.is_fsdp_enabled or zero3):
+        raise UserError(
+            f"stage {stage.name}: LoRA under {'FSDP' if trainer.is_fsdp_enabled else 'DeepSpeed ZeRO-3'} is not "
+            "supported (the adapter is merged on one process); launch LoRA stages with accelerate/ddp.yaml"
+        )
