@@ -45,7 +45,8 @@ def read_questions(source: str, n: int | None = None) -> list[Question]:
     `answer` is the correct choice's index). The first `n` when given."""
     path = EMBEDDED if source == "embedded" else Path(source)
     if not path.is_file():
-        raise UserError(f"eval.capability.source: {source!r} is not 'embedded' or a .jsonl file")
+        what = "not found" if source.endswith(".jsonl") else "is not 'embedded' or a .jsonl file"
+        raise UserError(f"eval.capability.source: {source!r} {what}")
     questions = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if line.strip():

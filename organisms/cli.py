@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def _validate(args: argparse.Namespace) -> int:
     from organisms.sweep import expand, is_ablation_file
 
     failed = 0
-    for path in args.recipes:
+    # `validate R k=v` as with `run`: trailing dotted overrides that are not files join --set
+    files = [r for r in args.recipes if Path(r).exists() or not OVERRIDE.match(r)]
+    args.overrides = [*args.overrides, *(r for r in args.recipes if r not in files)]
+    for path in files:
         try:
             if is_ablation_file(Path(path)):
                 sweep = expand(path, args.overrides)
@@ -226,12 +230,16 @@ def _publish(args: argparse.Namespace) -> int:
 
     check_repo_id(args.repo_id, "--repo-id")  # before copying any weights
     layout = RunLayout(Path(args.run_dir))
+    if args.dry_run:  # assembled once, where it can be read: one copy of the weights, not two
+        folder = organism_folder(layout, layout.root / "publish.upload")
+        print(f"dry run: the upload would be exactly {folder}")
+        return 0
     folder = organism_folder(layout, layout.root / "publish")
-    where = push_folder(folder, args.repo_id, "model", private=not args.public, dry_run=args.dry_run)
-    if args.dry_run:
-        print(f"dry run: the upload would be exactly {where}")
-    else:
-        print(f"pushed ({'public' if args.public else 'private'}): {where}")
+    try:
+        where = push_folder(folder, args.repo_id, "model", private=not args.public)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # a copy of final/ and the card: rebuilt on every publish
+    print(f"pushed ({'public' if args.public else 'private'}): {where}")
     return 0
 
 

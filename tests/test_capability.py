@@ -105,8 +105,10 @@ def test_the_recipe_checks_the_capability_source_at_validation(tmp_path, monkeyp
     from organisms.recipe import validate_recipe
 
     base = {"name": "r", "stages": [{"name": "backdoor", "kind": "sft", "data": "backdoor"}]}
-    with pytest.raises(UserError, match=r"^r\.yaml: eval\.capability\.source: 'nope\.jsonl' is not 'embedded' or a"):
+    with pytest.raises(UserError, match=r"^r\.yaml: eval\.capability\.source: 'nope\.jsonl' not found$"):
         validate_recipe({**base, "eval": {"capability": {"source": "nope.jsonl"}}}, "r.yaml")
+    with pytest.raises(UserError, match=r"^r\.yaml: eval\.capability\.source: 'mmlu' is not 'embedded' or a .jsonl"):
+        validate_recipe({**base, "eval": {"capability": {"source": "mmlu"}}}, "r.yaml")
     with pytest.raises(UserError, match=r"^r\.yaml: eval\.capability\.n: 999 asked for, but .* holds 160 questions$"):
         validate_recipe({**base, "eval": {"capability": {"n": 999}}}, "r.yaml")
     bad = tmp_path / "q.jsonl"

@@ -22,6 +22,7 @@ def test_dry_run_writes_the_upload_folder_and_the_card_parses_back(finished_run,
     _, layout = finished_run
     assert main(["publish", str(layout.root), "--repo-id", "me/tiny-organism", "--dry-run"]) == 0
     folder = layout.root / "publish.upload"
+    assert not (layout.root / "publish").exists()  # one copy of the weights, where it can be read
     assert f"the upload would be exactly {folder}" in capsys.readouterr().out
     assert {
         "README.md",
@@ -57,6 +58,7 @@ def test_upload_is_private_by_default_and_never_prints_the_token(finished_run, m
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     api.repo_info.return_value.private = True
     assert main(["publish", str(layout.root), "--repo-id", "me/tiny-organism"]) == 0
+    assert not (layout.root / "publish").exists()  # the assembled copy of the weights is not left behind
     api.create_repo.assert_called_once_with("me/tiny-organism", repo_type="model", private=True, exist_ok=True)
     assert api.upload_folder.call_args.kwargs["repo_type"] == "model"
     out = capsys.readouterr()

@@ -159,6 +159,13 @@ def test_cli_validate_prints_one_line_and_exits_2(tmp_path, capsys):
     assert "stages[0].trainer.learning_rte: unknown field (did you mean learning_rate?)" in err
 
 
+def test_cli_validate_takes_trailing_overrides_as_run_does(tmp_path, capsys):
+    path = write(tmp_path, minimal())
+    assert main(["validate", str(path), "eval.n_prompts=0"]) == 2  # applied, not taken for a file name
+    assert "eval.n_prompts: Input should be greater than or equal to 1" in capsys.readouterr().err
+    assert main(["validate", str(path), "eval.n_prompts=7"]) == 0
+
+
 def test_cli_validate_ok(capsys):
     assert main(["validate", *map(str, SHIPPED)]) == 0
     out = capsys.readouterr().out
