@@ -59,11 +59,12 @@ def make_backend(spec: GeneratorSpec, base: ResolvedModel) -> Backend:
     return LocalBackend(resolve_model(spec.model) if spec.model else base, batch_size=spec.batch_size)
 
 
-def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path) -> dict[str, Any]:
-    """Build (or reuse) the datasets; returns the provenance record."""
+def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | None = None) -> dict[str, Any]:
+    """Build (or reuse) the datasets; returns the provenance record. `key`: `data_key(recipe, model)` when the
+    caller has it already (it reads prompt files and density references)."""
     from datasets import Dataset
 
-    key = data_key(recipe, model)
+    key = key or data_key(recipe, model)
     provenance_file = out / "provenance.json"
     if provenance_file.exists() and read_json(provenance_file).get("key") == key:
         print(f"data: reusing {out} (key {key})", flush=True)

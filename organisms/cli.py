@@ -61,8 +61,6 @@ def _sweep(args: argparse.Namespace) -> int:
     from organisms.sweep import expand, is_finished, write_sweep
 
     sweep = expand(args.ablation, args.overrides, args.sweeps_dir)
-    if args.launcher in ("slurm", "sbatch"):
-        launchers.accelerate_config(sweep)  # checked before anything is written
     # a dry run writes the recipes to read, not the manifest: `curves` of a finished sweep keeps reading its own
     write_sweep(sweep, manifest=not args.dry_run)
     conditions = len({r.condition for r in sweep.runs})

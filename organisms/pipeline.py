@@ -60,7 +60,8 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     layout = RunLayout((runs_dir / recipe.name).resolve())
     with main_first():  # the main process converts the model; the rest reuse it
         model = resolve_model(recipe.base_model)
-    hashes = stage_hashes(recipe, model)
+    data = data_key(recipe, model)
+    hashes = stage_hashes(recipe, data)
     refuse_other_configurations(recipe, layout, hashes)  # before the recipe, data or evals are overwritten
     resolved = dump_recipe(recipe)
     log(f"run folder: {layout.root}\n--- resolved recipe ---\n{resolved}-----------------------")
@@ -70,7 +71,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     set_seed(recipe.seed)
 
     with main_first():  # the main process builds the data; the rest reuse it
-        build_data(recipe, model, layout.data)
+        build_data(recipe, model, layout.data, key=data)
     trigger = recipe.trigger.build()
     held_out = read_json(layout.data / "eval_prompts.json")
     eval_prompts = held_out[: recipe.eval.n_prompts]
@@ -125,10 +126,10 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     return layout
 
 
-def stage_hashes(recipe: Recipe, model: ResolvedModel) -> list[str]:
+def stage_hashes(recipe: Recipe, data: str) -> list[str]:
     """Each stage's configuration hash, chained: a stage depends on its own settings, the seed and everything
-    upstream (the data, then the stages before it)."""
-    hashes, upstream = [], data_key(recipe, model)
+    upstream (the data, by its key, then the stages before it)."""
+    hashes, upstream = [], data
     for stage in recipe.stages:
         grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
         upstream = fingerprint(

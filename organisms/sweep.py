@@ -46,7 +46,6 @@ from organisms.recipe import (
 
 RESERVED_PATHS = {"name": "run names are generated", "seed": "use `seeds:`"}
 REPO = Path(__file__).resolve().parent.parent  # where the shipped accelerate/ configs live in a checkout
-SINGLE_GPU = "accelerate/single_gpu.yaml"
 
 
 class SlurmSpec(Strict):
@@ -80,7 +79,10 @@ class SlurmSpec(Strict):
         return self
 
     def config_path(self) -> Path:
-        given = Path(self.accelerate_config or ("accelerate/ddp.yaml" if self.gpus_per_node > 1 else SINGLE_GPU))
+        given = Path(
+            self.accelerate_config
+            or ("accelerate/ddp.yaml" if self.gpus_per_node > 1 else "accelerate/single_gpu.yaml")
+        )
         for candidate in (given, REPO / given):
             if candidate.is_file():
                 return candidate.resolve()
