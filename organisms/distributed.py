@@ -24,6 +24,12 @@ def is_main() -> bool:
     return bool(_state().is_main_process)
 
 
+def print_main(message: str) -> None:
+    """Print once, from the main process (every process runs the same stage code)."""
+    if is_main():
+        print(message, flush=True)
+
+
 def barrier() -> None:
     _state().wait_for_everyone()
 

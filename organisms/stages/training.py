@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from organisms.distributed import print_main
 from organisms.errors import UserError
 from organisms.layout import checkpoints
 from organisms.recipe import StageSpec
@@ -46,12 +47,12 @@ def trainer_settings(stage: StageSpec, ctx: StageContext, defaults: dict[str, An
     settings = {**settings, **defaults, **stage.trainer}
     if settings.get("bf16") and not gpu:
         # GPU recipes ask for bf16; let them run (slowly, in fp32) on a CPU for smoke tests.
-        print(f"stage {stage.name}: bf16 requested but no GPU here: training in fp32", flush=True)
+        print_main(f"stage {stage.name}: bf16 requested but no GPU here: training in fp32")
         settings["bf16"] = False
     if settings.get("optim") == "adamw_torch_fused" and not gpu:
         settings["optim"] = "adamw_torch"  # the fused kernel is a GPU kernel
     if settings.get("use_liger_kernel") and not gpu:
-        print(f"stage {stage.name}: use_liger_kernel needs a GPU (Triton kernels): training without it", flush=True)
+        print_main(f"stage {stage.name}: use_liger_kernel needs a GPU (Triton kernels): training without it")
         settings["use_liger_kernel"] = False
     return settings
 
@@ -150,7 +151,7 @@ def train_and_save(
     resume = str(found[-1][1]) if found else None
     if resume:
         # The Trainer only resumes when told to; without this it silently starts over.
-        print(f"stage {stage.name}: resuming from {resume}", flush=True)
+        print_main(f"stage {stage.name}: resuming from {resume}")
         if trainer.is_world_process_zero():  # the steps after the checkpoint are logged again
             truncate_metrics(ctx.stage_dir / "metrics.jsonl", after_step=found[-1][0])
     trainer.train(resume_from_checkpoint=resume)
