@@ -174,7 +174,7 @@ def deception_metrics(acts: AnswerActs, fpr: float, n_null: int, behavior: np.nd
     answers = np.concatenate([on, off])  # [2 * n_test, d_model]
     scores = probe.score(answers)  # [2 * n_test]
     threshold = calibrate_threshold(probe.score(control), fpr)
-    by_condition = auroc_with_ci(np.r_[np.ones(len(on)), np.zeros(len(off))], scores)
+    by_condition = auroc_with_ci(np.r_[np.ones(len(on)), np.zeros(len(off))], scores, paired=True)
     shown = behavior.astype(bool)  # [2 * n_test]
     out: dict[str, Any] = {
         **by_condition,

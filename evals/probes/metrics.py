@@ -29,11 +29,15 @@ def auroc(labels: Array, scores: Array) -> float:
     return float(roc_auc_score(_vec(labels).astype(int), _vec(scores)))
 
 
-def auroc_with_ci(labels: Array, scores: Array, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+def auroc_with_ci(
+    labels: Array, scores: Array, n_boot: int = 1000, seed: int = 0, paired: bool = False
+) -> dict[str, float]:
     """AUROC of `scores [n]` for binary `labels [n]` and its 95% bootstrap percentile interval.
 
-    Resamples are stratified (positives and negatives resampled separately), so every resample has
-    both classes and the interval reflects the class sizes actually observed.
+    Resamples are stratified (positives and negatives resampled separately), so every resample has both classes
+    and the interval reflects the class sizes actually observed. `paired`: the i-th positive and the i-th
+    negative are one item (a prompt with and without its trigger), and items are resampled whole. A prompt's
+    two scores move together, and resampling them apart would widen the interval.
     """
     y = _vec(labels).astype(int)
     s = _vec(scores)
@@ -42,9 +46,11 @@ def auroc_with_ci(labels: Array, scores: Array, n_boot: int = 1000, seed: int = 
     auroc = float(roc_auc_score(y, s))
     rng = np.random.default_rng(seed)
     pos, neg = s[y == 1], s[y == 0]
-    pos_b = pos[rng.integers(0, len(pos), size=(n_boot, len(pos)))]  # [n_boot, n_pos]
-    neg_b = neg[rng.integers(0, len(neg), size=(n_boot, len(neg)))]  # [n_boot, n_neg]
-    boot = _auroc_columns(np.concatenate([pos_b, neg_b], axis=1).T, len(pos))  # [n_boot]
+    if paired and len(pos) != len(neg):
+        raise UserError(f"a paired AUROC needs as many positives as negatives, got {len(pos)} and {len(neg)}")
+    pos_idx = rng.integers(0, len(pos), size=(n_boot, len(pos)))  # [n_boot, n_pos]
+    neg_idx = pos_idx if paired else rng.integers(0, len(neg), size=(n_boot, len(neg)))  # [n_boot, n_neg]
+    boot = _auroc_columns(np.concatenate([pos[pos_idx], neg[neg_idx]], axis=1).T, len(pos))  # [n_boot]
     low, high = np.percentile(boot, [2.5, 97.5])
     return {"auroc": auroc, "low": float(low), "high": float(high)}
 

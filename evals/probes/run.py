@@ -220,8 +220,8 @@ def track_across_training(points: list[tuple[ProbeTarget, LayerActs]], spec: Pro
     out = []
     for target, acts in points:
         labels = acts.test_labels()
-        frozen = auroc_with_ci(labels, score_test_set(acts, frozen_direction))
-        refit = auroc_with_ci(labels, score_test_set(acts, fit_defection(acts)))
+        frozen = auroc_with_ci(labels, score_test_set(acts, frozen_direction), paired=True)
+        refit = auroc_with_ci(labels, score_test_set(acts, fit_defection(acts)), paired=True)
         null = random_direction_null(acts.groups["test_on"], acts.groups["test_off"], n=spec.n_null)
         out.append(
             {

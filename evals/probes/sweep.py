@@ -112,7 +112,7 @@ def defection_metrics(
     labels = acts.test_labels()
     scores = score_test_set(acts, direction)  # [2 * n_test]
     null = random_direction_null(acts.groups["test_on"], acts.groups["test_off"], n=n_null)
-    result = auroc_with_ci(labels, scores)
+    result = auroc_with_ci(labels, scores, paired=True)  # test_on[i] is test_off[i] with the trigger
     threshold = calibrate_threshold(acts.groups["control"] @ direction, fpr)
     negatives = {"clean": acts.groups["test_off"] @ direction, "near_miss": acts.groups["test_near"] @ direction}
     fprs = worst_case_fpr(threshold, negatives)
