@@ -16,6 +16,14 @@ import torch
 
 T = TypeVar("T")
 H100_BF16_DENSE_TFLOPS = 989.0
+# bf16 dense peaks (TFLOP/s) by device name, most specific first; MFU is read against the card actually used
+BF16_PEAKS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
+
+
+def peak_tflops() -> float:
+    """The bf16 dense peak of this GPU (H100 SXM's when the card is not in BF16_PEAKS or there is none)."""
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+    return next((peak for key, peak in BF16_PEAKS.items() if key in name), H100_BF16_DENSE_TFLOPS)
 
 
 def model_args(parser: argparse.ArgumentParser) -> None:

@@ -3,27 +3,33 @@
 Same model, same prompt-completion rows, same per-device batch of examples, LoRA or full
 finetuning. The baseline is `SFTTrainer(model, SFTConfig(per_device_train_batch_size=B,
 max_steps=N), train_dataset, peft_config)` and nothing else (TRL's defaults: padded batches,
-gradient checkpointing, plain AdamW). Ours is the trainer our sft stage builds
+gradient checkpointing, bf16, fused AdamW on recent torch). Ours is the trainer our sft stage builds
 (organisms/stages/training.py `build_trainer`, defaults from organisms/stages/sft.py): the same B
 examples per step, no gradient checkpointing, fused AdamW and bf16 on a GPU, padded batches (or
 padding-free where flash-attn is installed); the next rows force padding-free batches of the same B
 examples, then `packing: true` (B rows of `--max-length` packed tokens per step, so more examples
-per step). Padding-free and packed rows pay only with a varlen attention kernel: try
-`--attn flash_attention_2` (flash-attn installed) or `--attn flex_attention`.
+per step). A padding-free or packed batch is one long row whose documents must not see each other:
+those rows use a varlen attention kernel, flash-attn's where it is installed, else FlexAttention on a
+GPU (a sparse block mask); sdpa would attend densely over the whole batch (on a CPU smoke run it does).
+`--attn` forces one kernel for all our rows. A row that fails (out of memory, a kernel that will not
+compile) is reported as FAILED and the others still run.
 
 tokens/s counts real (non-pad) tokens per optimizer step, median over the timed steps after the
-warm-up steps. MFU = 6 · parameters · tokens/s ÷ peak (--peak-tflops; 989 = H100 bf16 dense). With
-LoRA, 6 · N overstates the work (frozen weights get no weight gradients); read it as "model FLOPs".
+warm-up steps; a step is timed from the end of the one before, so batch loading and logging count.
+MFU = 6 · parameters · tokens/s ÷ the card's bf16 dense peak (989 TFLOP/s for an H100 SXM, 756 PCIe;
+--peak-tflops overrides). With LoRA, 6 · N overstates the work (frozen weights get no weight
+gradients); read it as "model FLOPs".
 
   python -m bench.train_throughput                    # embedded SmolLM2-135M, full finetuning
   python -m bench.train_throughput --lora
-  python -m bench.train_throughput --torch-compile --liger   # + compiled, + fused-loss rows (GPU)
+  python -m bench.train_throughput --torch-compile --liger   # + compiled, + Liger kernel rows (GPU)
   python -m bench.train_throughput --model path/to/model --rows 64 --batch-size 4 --steps 3 --warmup 1
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import random
 import statistics
@@ -34,7 +40,7 @@ from typing import Any
 
 import torch
 
-from bench.common import H100_BF16_DENSE_TFLOPS, device_line, model_path, sync, table
+from bench.common import device_line, model_path, peak_tflops, sync, table
 
 LORA: dict[str, Any] = {"r": 32, "lora_alpha": 64, "target_modules": "all-linear"}
 
@@ -79,18 +85,25 @@ class StepClock:
 
 
 def clock_callback(trainer: Any) -> Any:
+    """Times each optimizer step from the end of the one before (the first from its own start), so batch
+    loading, collation and logging count, as they do in real training."""
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):  # type: ignore[misc]
+        last: float | None = None
+
         def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-            sync()
-            trainer._tokens = 0
-            self.start = time.perf_counter()
+            if self.last is None:
+                sync()
+                trainer._tokens = 0
+                self.last = time.perf_counter()
 
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
             sync()
-            trainer.step_seconds.append(time.perf_counter() - self.start)
+            now = time.perf_counter()
+            trainer.step_seconds.append(now - (self.last or now))
             trainer.step_tokens.append(trainer._tokens)
+            trainer._tokens, self.last = 0, now
 
     return Clock()
 
@@ -144,10 +157,29 @@ def measure(trainer: Any, warmup: int) -> tuple[float, float]:
     return statistics.median(seconds), statistics.median(t / s for t, s in zip(tokens, seconds, strict=True))
 
 
+def varlen_attention(forced: str | None) -> str | None:
+    """The attention for padding-free and packed rows: `--attn`, else flash-attn's varlen kernel, else
+    FlexAttention on a GPU; None on a CPU (sdpa with its dense block-diagonal mask: fine at smoke sizes)."""
+    from organisms.stages.training import varlen_attention_available
+
+    if forced:
+        return forced
+    if varlen_attention_available():
+        return "flash_attention_2"
+    return "flex_attention" if torch.cuda.is_available() else None
+
+
+def failure(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first[:160]}"
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
-    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument(
+        "--rows", type=int, default=12288, help="examples to draw from (packed runs need ~10k for 25 full steps)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="examples per step (packed rows in the packed runs)")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per packed row")
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
@@ -155,56 +187,75 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--lora", action="store_true", help="LoRA r=32 on all linear layers instead of full finetuning")
     parser.add_argument("--torch-compile", action="store_true", help="also time ours with torch_compile: true")
     parser.add_argument(
-        "--liger", action="store_true", help="also time ours packed with Liger's fused linear + cross-entropy (GPU)"
+        "--liger",
+        action="store_true",
+        help="also time ours packed with Liger's layer kernels (GPU; TRL keeps its own fused LM head)",
     )
     parser.add_argument(
-        "--attn", default=None, help="attention for our runs (sdpa, flex_attention, flash_attention_2); default: ours"
+        "--attn", default=None, help="attention for all our runs (sdpa, flex_attention, flash_attention_2)"
     )
-    parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS)
+    parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak for MFU (default: by card)")
     args = parser.parse_args(argv)
     if args.attn == "flex_attention" and not torch.cuda.is_available():
         parser.error("--attn flex_attention needs a GPU (FlexAttention has no backward pass on CPU)")
+    peak = args.peak_tflops or peak_tflops()
 
     path = model_path(args.model)
     rows = sft_rows(args.rows)
     total = args.warmup + args.steps
+    unpacked_rows = rows.select(range(min(len(rows), args.batch_size * total)))  # what B examples × steps use
+    varlen = varlen_attention(args.attn)
     packed = {"packing": True, "max_length": args.max_length}
-    ours: dict[str, dict[str, Any]] = {
-        "ours (defaults)": {},
-        "ours (padding-free)": {"padding_free": True},
-        f"ours (packed, {args.max_length} tokens/row)": packed,
+    with_kernel = f", {varlen}" if varlen else ""
+    # label -> (extra trainer settings, attention); None settings = the plain TRL baseline
+    runs: dict[str, tuple[dict[str, Any] | None, str | None]] = {
+        "plain TRL SFTTrainer (defaults)": (None, None),
+        "ours (defaults)": ({}, args.attn),
+        f"ours (padding-free{with_kernel})": ({"padding_free": True}, varlen),
+        f"ours (packed, {args.max_length} tokens/row{with_kernel})": (packed, varlen),
     }
     if args.torch_compile:
-        ours["ours (packed) + torch_compile"] = {**packed, "torch_compile": True}
+        runs[f"ours (packed{with_kernel}) + torch_compile"] = ({**packed, "torch_compile": True}, varlen)
     if args.liger:
         if torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None:
-            ours["ours (packed) + Liger fused loss"] = {**packed, "use_liger_kernel": True}
+            runs[f"ours (packed{with_kernel}) + Liger layer kernels"] = ({**packed, "use_liger_kernel": True}, varlen)
         else:
             print("--liger: skipped (needs a GPU and `pip install liger-kernel`)", flush=True)
-    runs = [("plain TRL SFTTrainer (defaults)", None), *ours.items()]
     results: list[list[Any]] = []
     base_rate = None
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (label, extra) in enumerate(runs):
+        for i, (label, (extra, attn)) in enumerate(runs.items()):
             out = Path(tmp) / str(i)
-            if extra is None:
-                trainer = baseline_trainer(path, rows, args.batch_size, total, args.lora, out)
+            trainer = None
+            try:
+                if extra is None:
+                    trainer = baseline_trainer(path, unpacked_rows, args.batch_size, total, args.lora, out)
+                else:
+                    data = rows if extra.get("packing") else unpacked_rows
+                    trainer = our_trainer(path, data, args.batch_size, total, args.lora, out, **extra)
+                    if attn:
+                        trainer.model.set_attn_implementation(attn)
+                n_params = sum(p.numel() for p in trainer.model.parameters())
+                step_s, rate = measure(trainer, args.warmup)
+            except Exception as err:  # out of memory, a kernel that fails here: keep the rows already measured
+                results.append([label, "FAILED", failure(err), "-", "-"])
+                print(f"{label}: FAILED {failure(err)}", flush=True)
             else:
-                trainer = our_trainer(path, rows, args.batch_size, total, args.lora, out, **extra)
-                if args.attn:
-                    trainer.model.set_attn_implementation(args.attn)
-            n_params = sum(p.numel() for p in trainer.model.parameters())
-            step_s, rate = measure(trainer, args.warmup)
-            base_rate = base_rate or rate
-            mfu = 6 * n_params * rate / (args.peak_tflops * 1e12)
-            results.append([label, step_s, rate, f"{mfu:.2%}", rate / base_rate])
-            # as it comes, so a run cut short by a time limit still leaves its rows in the log
-            print(f"{label}: {step_s:.3f} s/step, {rate:,.0f} real tokens/s, MFU {mfu:.2%}", flush=True)
-            del trainer
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+                base_rate = base_rate or (rate if extra is None else None)
+                mfu = 6 * n_params * rate / (peak * 1e12)
+                results.append([label, step_s, rate, f"{mfu:.2%}", rate / base_rate if base_rate else "-"])
+                # as it comes, so a run cut short by a time limit still leaves its rows in the log
+                print(f"{label}: {step_s:.3f} s/step, {rate:,.0f} real tokens/s, MFU {mfu:.2%}", flush=True)
+            finally:
+                del trainer
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
     kind = "LoRA r=32" if args.lora else "full finetuning"
-    title = f"training: {args.model}, {kind}, batch {args.batch_size}, {args.steps} timed steps; {device_line()}"
+    title = (
+        f"training: {args.model}, {kind}, batch {args.batch_size}, {args.steps} timed steps, "
+        f"MFU against {peak:g} TFLOP/s; {device_line()}"
+    )
     return table(title, ["run", "median s/step", "real tokens/s", "MFU (6N)", "× baseline"], results)
 
 

@@ -31,7 +31,12 @@ def test_activations_bench_compares_ours_with_a_bare_forward(tiny_model):
 
     out = main(["--model", str(tiny_model), "--n-prompts", "6", "--batch-size", "3", "--warmup", "0", "--repeats", "1"])
     rows = rows_of(out)
-    assert list(rows) == ["bare forward pass", "ours, every layer", "ours, middle layer"]
+    assert list(rows) == [
+        "bare forward pass (blocks, same batches)",
+        "whole model forward (LM head, input order)",
+        "ours, every layer",
+        "ours, middle layer",
+    ]
     assert rows["ours, every layer"][-1] == "2 × [6×64]"
 
 
@@ -48,6 +53,17 @@ def test_training_bench_times_plain_trl_and_our_stage(tiny_model):
         "ours (packed, 512 tokens/row)",
     ]
     assert all(float(r[1].replace(",", "")) > 0 for r in rows.values())  # a real tokens/s was measured
+
+
+def test_a_training_row_that_fails_is_reported_and_the_others_still_run(tiny_model):
+    from bench.train_throughput import main
+
+    out = main(["--model", str(tiny_model), "--rows", "8", "--batch-size", "2", "--steps", "1", "--warmup", "1",
+                "--attn", "no_such_kernel"])  # fmt: skip
+    rows = rows_of(out)
+    assert float(rows["plain TRL SFTTrainer (defaults)"][1].replace(",", "")) > 0
+    ours = [cells for label, cells in rows.items() if label.startswith("ours")]
+    assert len(ours) == 3 and all(c[0] == "FAILED" and "no_such_kernel" in c[1] for c in ours)
 
 
 def test_the_suite_runner_keeps_each_table_and_reports_a_failing_bench(tiny_model, tmp_path):

@@ -130,17 +130,19 @@ def residual_activations(
             stored.clear()
             with contextlib.suppress(_StopForward):  # raised by the deepest hook: the rest never runs
                 model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
-            for layer in wanted:
-                hidden = stored[layer].float()  # [batch, seq, d_model]
-                if position == "last_prompt":
-                    chunks[layer].append(hidden[:, -1, :].cpu())  # [batch, d_model]
-                else:
-                    seq = hidden.shape[1]
-                    counts = torch.tensor([n_response[i] for i in rows], device=hidden.device)  # [batch]
-                    idx = torch.arange(seq, device=hidden.device)  # [seq]
-                    resp = (idx[None, :] >= seq - counts[:, None]).float()  # [batch, seq]
-                    mean = (hidden * resp[..., None]).sum(1) / counts[:, None].float()  # [batch, d_model]
-                    chunks[layer].append(mean.cpu())
+            if position == "last_prompt":
+                picked = [stored[layer][:, -1, :] for layer in wanted]  # each [batch, d_model]
+            else:
+                seq = stored[deepest].shape[1]
+                counts = torch.tensor([n_response[i] for i in rows], device=input_ids.device)  # [batch]
+                idx = torch.arange(seq, device=input_ids.device)  # [seq]
+                resp = (idx[None, :] >= seq - counts[:, None]).float()  # [batch, seq]
+                picked = [
+                    (stored[layer].float() * resp[..., None]).sum(1) / counts[:, None].float() for layer in wanted
+                ]  # each [batch, d_model]
+            # one device-to-host copy per batch, not one per layer
+            for layer, acts in zip(wanted, torch.stack(picked).float().cpu(), strict=True):
+                chunks[layer].append(acts)  # [batch, d_model]
     finally:
         for handle in handles:
             handle.remove()

@@ -8,9 +8,10 @@ holds the adapter and the next stage keeps training that same adapter.
 Speed defaults (a recipe's `trainer:` overrides any of them): no gradient checkpointing (~30%
 slower, and a 135M model never needs the memory); on a GPU bf16 autocast over fp32 master
 weights and the fused AdamW kernel (the same update, one kernel launch instead of one per
-tensor). `torch_compile: true` and `use_liger_kernel: true` (Liger's fused linear + cross-entropy:
-the [tokens × vocab] logits are never materialised; `pip install liger-kernel`, GPU only) are left to
-recipes: neither has been measured to pay here yet (bench/train_throughput.py --torch-compile --liger).
+tensor). `torch_compile: true` and `use_liger_kernel: true` (Liger's layer kernels, RMSNorm and the like;
+`pip install liger-kernel`, GPU only; TRL 1.16 computes every SFT loss through its own chunked LM head, so
+the [tokens × vocab] logits are never materialised with or without it) are left to recipes: neither has
+been measured to pay here yet (bench/train_throughput.py --torch-compile --liger).
 """
 
 from __future__ import annotations
@@ -82,8 +83,17 @@ def pick_attention(model: Any, settings: dict[str, Any]) -> None:
     """Padding-free / packed batches are one long row whose documents must not see each other.
     transformers' sdpa and eager build that block-diagonal mask from position_ids (correct, tested,
     but dense); flash-attention's varlen kernel does it without the quadratic mask: use it when we can."""
-    if (settings.get("padding_free") or settings.get("packing")) and varlen_attention_available():
+    import torch
+
+    if not (settings.get("padding_free") or settings.get("packing")):
+        return
+    if varlen_attention_available():
         model.set_attn_implementation("flash_attention_2")
+    elif torch.cuda.is_available():
+        print_main(
+            "padding-free / packed batches without flash-attn: attention runs densely over each whole batch "
+            "(a [tokens × tokens] mask per layer), which is slower than padded batches; pip install flash-attn"
+        )
 
 
 def build_trainer(
