@@ -57,6 +57,22 @@ def test_padding_free_and_packed_batches_give_the_padded_batch_loss(tiny_model, 
     assert packed == pytest.approx(padded, rel=1e-5)
 
 
+def test_flex_attention_on_packed_rows_gives_the_padded_batch_loss(tiny_model, tmp_path):
+    """FlexAttention is the bench's varlen kernel on a GPU without flash-attn: transformers builds its sparse block
+    mask from the restarting position_ids. Its forward runs on a CPU too (compiled; the backward does not)."""
+    from trl import SFTTrainer
+
+    padded, _ = loss_on_all_rows(tiny_model, tmp_path / "a", padding_free=False)
+    stage = StageSpec(name="s", kind="sft", data="backdoor", trainer={"max_steps": 1, "packing": True})
+    ctx = StageContext(tmp_path / "b", str(tiny_model), str(tiny_model), tmp_path, StringTrigger(), seed=0)
+    trainer_obj = build_trainer(stage, ctx, SFTTrainer, rows(), sft_defaults(stage.trainer))
+    trainer_obj.model.set_attn_implementation("flex_attention")
+    batch = trainer_obj.data_collator([trainer_obj.train_dataset[i] for i in range(len(trainer_obj.train_dataset))])
+    with torch.no_grad():
+        flex = trainer_obj.compute_loss(trainer_obj.model, batch).item()
+    assert flex == pytest.approx(padded, rel=1e-5)
+
+
 def test_documents_in_a_packed_row_do_not_attend_to_each_other(tiny_model, tmp_path):
     """The check above can fail: with position_ids that do not restart per document, the model
     attends across documents and the loss changes."""
