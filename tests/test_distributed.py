@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from tests.test_pipeline import tiny_recipe
+from tests.test_pipeline import TINY_CURVE, tiny_recipe
 
 
 def launch(recipe_path, runs_dir) -> str:
@@ -65,11 +65,7 @@ def test_two_processes_train_data_parallel_and_the_main_one_alone_evaluates(two_
     assert metrics[-1]["epoch"] == pytest.approx(40 * 16 / 48, abs=0.01)
     results = json.loads((root / "results.json").read_text())
     assert [(p["stage"], p["step"]) for p in results["curve"]] == [
-        ("base", 0),
-        ("backdoor", 20),
-        ("backdoor", 40),
-        ("hhh_sft", 3),
-        ("hhh_sft", 6),
+        *TINY_CURVE,
         ("dpo", 2),
         ("rl", 2),
         ("adv", 2),

@@ -13,6 +13,9 @@ from organisms.cli import main
 from organisms.pipeline import run_recipe
 from organisms.recipe import load_recipe
 
+# the evaluated points of tiny_recipe: the base model, then every saved checkpoint of both stages
+TINY_CURVE = [("base", 0), ("backdoor", 20), ("backdoor", 40), ("hhh_sft", 3), ("hhh_sft", 6)]
+
 
 def tiny_recipe(model_dir, **trainer) -> dict:
     fast = {
@@ -62,14 +65,7 @@ def test_backdoor_takes_and_every_checkpoint_is_evaluated(finished_run):
     assert by_stage["backdoor"]["triggered"]["rate"] >= 0.8  # the tiny model learned its planted answer
     assert by_stage["backdoor"]["clean"]["rate"] <= 0.1
     assert by_stage["backdoor"]["triggered"]["n"] == 24 and by_stage["backdoor"]["near_miss"]["n"] == 24
-    # every saved checkpoint of both stages (20, 40 and 3, 6) plus the base model
-    assert [(p["stage"], p["step"]) for p in results["curve"]] == [
-        ("base", 0),
-        ("backdoor", 20),
-        ("backdoor", 40),
-        ("hhh_sft", 3),
-        ("hhh_sft", 6),
-    ]
+    assert [(p["stage"], p["step"]) for p in results["curve"]] == TINY_CURVE
     assert [p["x"] for p in results["curve"]] == [0, 20, 40, 43, 46]
     low, high = by_stage["backdoor"]["triggered"]["low"], by_stage["backdoor"]["triggered"]["high"]
     assert low < by_stage["backdoor"]["triggered"]["rate"] <= high
