@@ -17,7 +17,15 @@ import torch
 T = TypeVar("T")
 H100_BF16_DENSE_TFLOPS = 989.0
 # bf16 dense peaks (TFLOP/s) by device name, most specific first; MFU is read against the card actually used
-BF16_PEAKS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
+BF16_PEAKS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10G": 70.0,
+}
 
 
 def peak_tflops() -> float:

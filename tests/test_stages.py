@@ -201,7 +201,18 @@ def test_a_reward_function_or_local_reward_model_enters_the_stage_hash_by_conten
     before = stage_hashes(recipe, "data")
     module.write_text("def score(completions, **kw):\n    return [1.0 for _ in completions]\n")
     monkeypatch.delitem(__import__("sys").modules, "my_reward")
-    assert stage_hashes(recipe, "data") != before  # an edited reward retrains, it is not reused
+    assert stage_hashes(recipe, "data") != before  # an edited reward is another configuration, not done
+
+    # the module the recipe names is hashed, even when the callable comes from elsewhere (functools here)
+    partial_module = tmp_path / "partial_reward.py"
+    partial_module.write_text("import functools\ndef _s(completions, k, **kw):\n    return [k for _ in completions]\n")
+    with partial_module.open("a") as f:
+        f.write("score = functools.partial(_s, k=0.0)\n")
+    recipe = validate_recipe(rl_recipe({"kind": "function", "function": "partial_reward:score"}))
+    before = stage_hashes(recipe, "data")
+    partial_module.write_text(partial_module.read_text().replace("k=0.0", "k=1.0"))
+    monkeypatch.delitem(__import__("sys").modules, "partial_reward")
+    assert stage_hashes(recipe, "data") != before
 
     folder = tmp_path / "rm"
     folder.mkdir()

@@ -41,16 +41,24 @@ def reward_function(spec: RewardSpec) -> Any:
 
 
 def reward_fingerprint(spec: RewardSpec) -> str | None:
-    """What a reward adds to its stage's hash beyond its name: a function's module source, or a local reward-model
-    folder's fingerprint, so editing either retrains the stage rather than reusing it. None for the shipped
-    heuristic (our code) and for hub ids (offline, the id is all there is to go on). Importing the function here
-    also makes a typo fail when the run starts rather than when the RL stage does."""
+    """What a reward adds to its stage's hash beyond its name: for a function, the source of the module the
+    recipe names (and of the module that defined it, when that is another one: a re-export or a factory); for a
+    local reward-model folder, its fingerprint. An edited reward then makes a finished run folder refuse, as any
+    other change of configuration does, rather than pass for done. None for the shipped heuristic (our code) and
+    for hub ids (offline, the id is all there is to go on). Helpers the reward imports from elsewhere, and files
+    it reads, are not covered. Importing the function here also makes a typo fail when the run starts rather
+    than when the RL stage does."""
     if spec.kind == "function":
         function = reward_function(spec)
-        try:
-            return fingerprint(inspect.getsource(sys.modules[function.__module__]))
-        except (KeyError, OSError, TypeError):  # built in, or defined where no source is kept
-            return None
+        named = str(spec.function).partition(":")[0]
+        modules = dict.fromkeys([named, getattr(function, "__module__", None) or named])
+        sources = []
+        for name in modules:
+            try:
+                sources.append(inspect.getsource(sys.modules[name]))
+            except (KeyError, OSError, TypeError):  # built in, or defined where no source is kept
+                continue
+        return fingerprint(*sources) if sources else None
     if spec.kind == "model" and Path(str(spec.model)).expanduser().is_dir():
         from organisms.models import resolve_model
 
