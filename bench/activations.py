@@ -22,30 +22,24 @@ import torch
 from bench.common import bench_prompts, device_line, median_seconds, model_args, model_path, table
 
 
-def batches(tokenizer: Any, rendered: list[str], batch_size: int, by_length: bool) -> list[Any]:
-    """Left-padded batches, length-sorted as ours reads them (or in input order)."""
-    order = list(range(len(rendered)))
-    if by_length:
-        lengths = [len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
-        order.sort(key=lambda i: lengths[i])
-    tokenizer.padding_side = "left"
-    out = []
-    for start in range(0, len(order), batch_size):
-        texts = [rendered[i] for i in order[start : start + batch_size]]
-        out.append(tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False))
-    return out
-
-
 def bare_forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int, blocks_only: bool) -> int:
     """A plain forward over each batch: the decoder blocks on length-sorted batches, or the whole model
     (LM head included) on batches in input order. Tokenising is inside the clock, as it is for ours."""
-    from evals.probes.activations import render
+    from evals.probes.activations import length_grouped_batches, render
 
     model.eval()
     rendered = render(tokenizer, texts)
+    if blocks_only:
+        batches = [enc for _, enc in length_grouped_batches(tokenizer, rendered, batch_size)]
+    else:
+        tokenizer.padding_side = "left"
+        batches = [
+            tokenizer(rendered[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            for start in range(0, len(rendered), batch_size)
+        ]
     forward = model.get_decoder() if blocks_only else model
     with torch.inference_mode():
-        for enc in batches(tokenizer, rendered, batch_size, by_length=blocks_only):
+        for enc in batches:
             forward(**enc.to(model.device), use_cache=False)
     return len(rendered)
 

@@ -17,6 +17,7 @@ Batches are grouped by length (little compute on padding); results come back in 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,17 @@ def _check_args(layers: list[int], position: str, n_layers: int, answers: list[s
         )
 
 
+def length_grouped_batches(tokenizer: Any, rendered: list[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+    """Left-padded batches of rendered texts, shortest first (as in evals/generate.py: little compute on
+    padding): (the input indices of the batch, its encoding). bench/activations.py times the same batches."""
+    tokenizer.padding_side = "left"  # so index -1 is every row's last real token
+    lengths = [len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(rendered)), key=lambda i: lengths[i])
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, tokenizer([rendered[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+
+
 @torch.inference_mode()
 def residual_activations(
     model: Any,
@@ -95,7 +107,6 @@ def residual_activations(
     wanted = sorted(set(layers))
     deepest = wanted[-1]
     model.eval()
-    tokenizer.padding_side = "left"  # so index -1 is every row's last real token
     rendered = render(tokenizer, texts, answers)
     n_response: list[int] = []
     if position == "mean_response":
@@ -114,16 +125,12 @@ def residual_activations(
 
         return hook
 
-    # Length-grouped batches (as in evals/generate.py): little compute on left padding. Results are
-    # put back in input order at the end.
-    lengths = [len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(rendered)), key=lambda i: lengths[i])
     handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in wanted]
     chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in wanted}
+    order: list[int] = []  # input indices in the order they were run; results go back to input order at the end
     try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            enc = tokenizer([rendered[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+        for rows, enc in length_grouped_batches(tokenizer, rendered, batch_size):
+            order += rows
             input_ids = enc["input_ids"].to(model.device)  # [batch, seq]
             mask = enc["attention_mask"].to(model.device)  # [batch, seq], 0 on left padding
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # [batch, seq]: real tokens start at 0
