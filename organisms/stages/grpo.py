@@ -42,12 +42,12 @@ def reward_function(spec: RewardSpec) -> Any:
 
 def reward_fingerprint(spec: RewardSpec) -> str | None:
     """What a reward adds to its stage's hash beyond its name: for a function, the source of the module the
-    recipe names (and of the module that defined it, when that is another one: a re-export or a factory); for a
-    local reward-model folder, its fingerprint. An edited reward then makes a finished run folder refuse, as any
-    other change of configuration does, rather than pass for done. None for the shipped heuristic (our code) and
-    for hub ids (offline, the id is all there is to go on). Helpers the reward imports from elsewhere, and files
-    it reads, are not covered. Importing the function here also makes a typo fail when the run starts rather
-    than when the RL stage does."""
+    recipe names (and of the module that defined it, when that is another one: a re-export or a factory), then
+    of the local helper modules they import (see `local_imports`); for a local reward-model folder, its
+    fingerprint. An edited reward then makes a finished run folder refuse, as any other change of configuration
+    does, rather than pass for done. None for the shipped heuristic (our code) and for hub ids (offline, the id
+    is all there is to go on). Files the reward reads are not covered. Importing the function here also makes a
+    typo fail when the run starts rather than when the RL stage does."""
     if spec.kind == "function":
         function = reward_function(spec)
         named = str(spec.function).partition(":")[0]
@@ -58,12 +58,72 @@ def reward_fingerprint(spec: RewardSpec) -> str | None:
                 sources.append(inspect.getsource(sys.modules[name]))
             except (KeyError, OSError, TypeError):  # built in, or defined where no source is kept
                 continue
+        helpers = local_imports(list(modules))
+        sources += [helpers[name] for name in sorted(helpers) if name not in modules]
         return fingerprint(*sources) if sources else None
     if spec.kind == "model" and Path(str(spec.model)).expanduser().is_dir():
         from organisms.models import resolve_model
 
         return resolve_model(str(spec.model)).fingerprint
     return None
+
+
+OUR_PACKAGES = ("organisms", "data_gen", "evals")  # their code is versioned with the run, not hashed into it
+
+
+def local_imports(roots: list[str]) -> dict[str, str]:
+    """The source of every module the `roots` import, directly or through each other, that is the user's own
+    code: not the standard library, not an installed package, not ours. Found from the import statements
+    anywhere in each file (a helper imported inside the reward function counts too), with each module's
+    package `__init__`."""
+    import ast
+    import importlib.util
+    import sysconfig
+
+    installed = [Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+
+    def is_local(found: Any) -> bool:
+        places = [found.origin] if found.has_location else list(found.submodule_search_locations or [])
+        paths = [Path(str(place)).resolve() for place in places]
+        return bool(paths) and not any(
+            {"site-packages", "dist-packages"} & set(path.parts) or any(path.is_relative_to(root) for root in installed)
+            for path in paths
+        )
+
+    def find_local(name: str) -> Any:
+        """The module's spec when it is local code; None otherwise. Only local packages get imported (finding a
+        submodule imports its parents), never an installed one."""
+        top = name.partition(".")[0]
+        if top in OUR_PACKAGES or top in sys.builtin_module_names:
+            return None
+        try:
+            found = importlib.util.find_spec(top)
+            if found is not None and is_local(found) and name != top:
+                found = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # not importable, or not a module (`from pkg import function`)
+            return None
+        return found if found is not None and is_local(found) else None
+
+    sources: dict[str, str] = {}
+    queue = list(roots)
+    while queue:
+        found = find_local(queue.pop())
+        if found is None or found.name in sources or not str(found.origin).endswith(".py"):
+            continue
+        source = sources[found.name] = Path(str(found.origin)).read_text()
+        package = found.name if found.submodule_search_locations is not None else found.name.rpartition(".")[0]
+        if "." in found.name:
+            queue.append(found.name.rpartition(".")[0])  # its package's __init__ runs on import too
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                queue += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                try:
+                    base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                except ImportError:  # a relative import above the top-level package
+                    continue
+                queue += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return sources
 
 
 def run(stage: StageSpec, ctx: StageContext) -> StageResult:
