@@ -16,21 +16,23 @@ from data_gen.build import build_data, data_key
 from evals.protocol import capability_questions, evaluate_model, summary
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first, print_main
-from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, checkpoints, read_json, write_json
 from organisms.models import ResolvedModel, load_checkpoint, load_model, load_tokenizer, resolve_model
 from organisms.recipe import Recipe, dump_recipe
+from organisms.stage_identity import (
+    ANSWER_AFTER_SCRATCHPAD,
+    StageIdentity,
+    recorded_markers,
+    refuse_other_configurations,
+    stage_identities,
+)
 from organisms.stages import STAGES, StageContext
-from organisms.stages.grpo import reward_fingerprint
 from organisms.stages.training import check_kernels_installed
 
 # Bumped when an eval file gains content: older files are then recomputed, not silently reused.
 # 2: per-prompt verdicts ("shown"), which probes use as labels by observed behaviour.
 EVAL_FORMAT = 2
-# Joins the eval key (and adversarial stages' hashes) of cot organisms: verdicts on them are taken on
-# the answer after the scratchpad; results graded on the reasoning too (before) are redone.
-ANSWER_AFTER_SCRATCHPAD = "answer-after-scratchpad"
 
 
 def protocol_key(recipe: Recipe, questions: list[Any]) -> str:
@@ -61,8 +63,8 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     with main_first():  # the main process converts the model; the rest reuse it
         model = resolve_model(recipe.base_model)
     data = data_key(recipe, model)
-    hashes = stage_hashes(recipe, data)
-    refuse_other_configurations(recipe, layout, hashes)  # before the recipe, data or evals are overwritten
+    identities = stage_identities(recipe, data, recorded_markers(recipe, layout))
+    refuse_other_configurations(recipe, layout, identities)  # before the recipe, data or evals are overwritten
     resolved = dump_recipe(recipe)
     log(f"run folder: {layout.root}\n--- resolved recipe ---\n{resolved}-----------------------")
     if is_main():
@@ -101,10 +103,10 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 
     init_path = model.path
-    for index, (stage, stage_hash) in enumerate(zip(recipe.stages, hashes, strict=True)):
+    for index, (stage, identity) in enumerate(zip(recipe.stages, identities, strict=True)):
         stage_dir = layout.stage_dir(index, stage.name)
-        run_stage(recipe, index, stage_dir, stage_hash, init_path, model, layout, trigger)
-        key = fingerprint(stage_hash, eval_key)
+        run_stage(recipe, index, stage_dir, identity, init_path, model, layout, trigger)
+        key = fingerprint(identity.hash, eval_key)
         for step, folder in checkpoints(stage_dir):
             load = functools.partial(load_checkpoint, folder, init_path)
             evaluate(load, layout.eval_file(stage.name, step), key, f"{stage.name} step {step}")
@@ -124,31 +126,6 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
             probe_run(layout.root, recipe.probes, log=log)  # rewrites the report with its section
         log(f"report: {layout.report}  plot: {layout.persistence_plot}")
     return layout
-
-
-def stage_hashes(recipe: Recipe, data: str) -> list[str]:
-    """Each stage's configuration hash, chained: a stage depends on its own settings, the seed and everything
-    upstream (the data, by its key, then the stages before it)."""
-    hashes, upstream = [], data
-    for stage in recipe.stages:
-        grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
-        reward = reward_fingerprint(stage.reward) if stage.reward is not None else None
-        extra = [*([ANSWER_AFTER_SCRATCHPAD] if grades else []), *([reward] if reward else [])]
-        upstream = fingerprint(stage.model_dump(), upstream, recipe.seed, *extra)
-        hashes.append(upstream)
-    return hashes
-
-
-def refuse_other_configurations(recipe: Recipe, layout: RunLayout, hashes: list[str]) -> None:
-    """A run folder holding any stage of another configuration is refused before anything in it changes."""
-    for index, (stage, stage_hash) in enumerate(zip(recipe.stages, hashes, strict=True)):
-        stage_dir = layout.stage_dir(index, stage.name)
-        for marker in (stage_dir / "done.json", stage_dir / "started.json"):
-            if marker.exists() and read_json(marker)["hash"] != stage_hash:
-                raise UserError(
-                    f"{stage_dir}: holds stage {stage.name!r} from a different configuration; "
-                    f"use a new recipe name, or delete {stage_dir}, the stages after it and {layout.evals}"
-                )
 
 
 def is_reusable(saved: dict[str, Any], key: str, prompts: list[str]) -> bool:
@@ -182,7 +159,7 @@ def run_stage(
     recipe: Recipe,
     index: int,
     stage_dir: Path,
-    stage_hash: str,
+    identity: StageIdentity,
     init_path: str,
     model: ResolvedModel,
     layout: RunLayout,
@@ -192,7 +169,7 @@ def run_stage(
     stage = recipe.stages[index]
     done, started = stage_dir / "done.json", stage_dir / "started.json"
     if done.exists():
-        log(f"stage {index + 1} {stage.name}: already done (hash {stage_hash}), skipping")
+        log(f"stage {index + 1} {stage.name}: already done (hash {identity.hash}), skipping")
         return
     log(
         f"stage {index + 1} {stage.name}: {stage.kind} on {stage.data} data, "
@@ -200,7 +177,7 @@ def run_stage(
     )
     stage_dir.mkdir(parents=True, exist_ok=True)
     if is_main():
-        write_json(started, {"hash": stage_hash})
+        write_json(started, identity.record())
     ctx = StageContext(
         stage_dir=stage_dir,
         init_path=init_path,
@@ -213,7 +190,8 @@ def run_stage(
     )
     result = STAGES[stage.kind](stage, ctx)
     if is_main():
-        write_json(done, {"hash": stage_hash, "steps": result.steps, "final": layout.portable(result.final_path)})
+        final = layout.portable(result.final_path)
+        write_json(done, {**identity.record(), "steps": result.steps, "final": final})
         drop_resume_state(stage_dir)
     barrier()
     log(f"stage {index + 1} {stage.name}: done at step {result.steps}")

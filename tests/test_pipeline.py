@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+import torch
 import yaml
 
 from organisms.cli import main
@@ -143,7 +144,9 @@ def test_interrupted_stage_resumes_from_its_last_checkpoint(finished_run, tmp_pa
 def test_changed_stage_config_is_refused_not_silently_mixed(finished_run, tmp_path, capsys):
     path, layout = finished_run
     assert main(["run", str(path), "stages.0.trainer.learning_rate=0.1", "--runs-dir", str(layout.root.parent)]) == 2
-    assert "holds stage 'backdoor' from a different configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds stage 'backdoor' from a different configuration" in err
+    assert "(stages.0.trainer.learning_rate: 0.003 -> 0.1)" in err  # says what changed
     # overrides after an option are still overrides (argparse alone would reject them)
     assert main(["run", str(path), "--runs-dir", str(layout.root.parent), "stages.0.trainer.learning_rate=0.1"]) == 2
     assert "holds stage 'backdoor' from a different configuration" in capsys.readouterr().err
@@ -155,8 +158,70 @@ def test_changed_stage_config_is_refused_not_silently_mixed(finished_run, tmp_pa
         f: (layout.root / f).read_bytes() for f in ("recipe.resolved.yaml", "data/provenance.json", "evals/base.json")
     }
     assert main(["run", str(path), "data.trigger_fraction=0.25", "--runs-dir", str(layout.root.parent)]) == 2
-    assert "holds stage 'backdoor' from a different configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds stage 'backdoor' from a different configuration (the data, the base model or a stage" in err
     assert {f: (layout.root / f).read_bytes() for f in before} == before
+
+
+NEUTRAL = {
+    "logging_steps": 1,
+    "logging_first_step": True,
+    "logging_strategy": "steps",
+    "logging_nan_inf_filter": False,
+    "disable_tqdm": False,
+    "run_name": "renamed",
+    "log_level": "info",
+    "log_on_each_node": False,
+}
+
+
+def overrides(stage: int, settings: dict) -> list[str]:
+    return [f"stages.{stage}.trainer.{key}={json.dumps(value)}" for key, value in settings.items()]
+
+
+def test_a_change_of_logging_alone_keeps_finished_stages_and_their_evals(finished_run, tmp_path, capsys):
+    from organisms.stage_identity import RESULT_NEUTRAL_TRAINER
+
+    assert set(NEUTRAL) <= RESULT_NEUTRAL_TRAINER
+    path, layout = finished_run
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(layout.root, run)
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "evals").rglob("*.json")}
+    quieter = ["--runs-dir", str(tmp_path / "runs"), *overrides(0, NEUTRAL), "stages.1.trainer.logging_steps=2"]
+    assert main(["run", str(path), *quieter]) == 0
+    out = capsys.readouterr().out
+    assert "stage 1 backdoor: already done" in out and "stage 2 hhh_sft: already done" in out
+    assert stamps == {p: p.stat().st_mtime_ns for p in (run / "evals").rglob("*.json")}  # nothing re-evaluated
+    # a change that trains differently is still refused, and the message names it among the logging changes
+    assert main(["run", str(path), *quieter, "stages.1.trainer.learning_rate=0.5"]) == 2
+    assert "(stages.1.trainer.learning_rate: 0.001 -> 0.5, stages.1.trainer.logging_steps: 5 -> 2)" in (
+        capsys.readouterr().err
+    )
+    # markers from before the parts were kept: the same configuration is still done, a logging change refused
+    for done in run.glob("0*/done.json"):
+        old = json.loads(done.read_text())
+        done.write_text(json.dumps({k: old[k] for k in ("hash", "steps", "final")}))
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "stage 2 hhh_sft: already done" in capsys.readouterr().out
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs"), "stages.1.trainer.logging_steps=2"]) == 2
+    assert "holds stage 'hhh_sft' from a different configuration; use a new" in capsys.readouterr().err
+
+
+def test_result_neutral_trainer_settings_train_the_same_weights(finished_run, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    path, layout = finished_run
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(layout.root, run)
+    for gone in (run / "02_hhh_sft", run / "evals" / "hhh_sft"):
+        shutil.rmtree(gone)
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs"), *overrides(1, NEUTRAL)]) == 0
+    retrained = load_file(run / "02_hhh_sft" / "final" / "model.safetensors")
+    original = load_file(layout.root / "02_hhh_sft" / "final" / "model.safetensors")
+    assert retrained.keys() == original.keys()
+    assert all(torch.equal(retrained[name], original[name]) for name in original)
+    logged = [json.loads(line)["step"] for line in (run / "02_hhh_sft" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[:6] == [1, 2, 3, 4, 5, 6]  # the settings did take: a log line every step
 
 
 def test_a_rerun_stage_leaves_no_evals_of_its_old_configuration(finished_run, tmp_path, capsys):

@@ -195,7 +195,7 @@ def rl_recipe(reward: dict) -> dict:
 
 
 def test_a_reward_function_or_local_reward_model_enters_the_stage_hash_by_content(tmp_path, monkeypatch):
-    from organisms.pipeline import stage_hashes
+    from organisms.stage_identity import stage_hashes
 
     monkeypatch.syspath_prepend(str(tmp_path))
     module = tmp_path / "my_reward.py"
@@ -236,7 +236,7 @@ def test_a_reward_function_or_local_reward_model_enters_the_stage_hash_by_conten
 def test_the_reward_hash_follows_the_users_own_helper_modules_but_not_installed_or_our_packages(tmp_path, monkeypatch):
     import sys
 
-    from organisms.pipeline import stage_hashes
+    from organisms.stage_identity import stage_hashes
     from organisms.stages.grpo import local_imports
 
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -272,7 +272,7 @@ def test_the_reward_hash_follows_the_users_own_helper_modules_but_not_installed_
 
 
 def test_a_reward_function_that_cannot_be_imported_fails_before_the_run_starts(tmp_path):
-    from organisms.pipeline import stage_hashes
+    from organisms.stage_identity import stage_hashes
 
     recipe = validate_recipe(rl_recipe({"kind": "function", "function": "no_such_module_here:score"}))
     with pytest.raises(UserError, match="reward.function: cannot import no_such_module_here:score"):
