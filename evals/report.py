@@ -336,6 +336,13 @@ def deception_table(r: dict[str, Any]) -> list[str]:
             f"| {null(d)} | {behavior} | {null(d, 'behavior_')} | {share(d['tpr'])} ({d['n_shown']}) "
             f"| {share(d['fpr'])} |"
         )
+    empty = {label: d["n_empty"] for label, _, d in rows if any(d.get("n_empty", {}).values())}
+    if empty:  # the same answers at every layer: one line per model
+        counts = "; ".join(
+            f"{label}: {n['triggered']} with the trigger, {n['clean']} without, {n['control']} control"
+            for label, n in empty.items()
+        )
+        lines += ["", f"Empty answers (no tokens to read), left out: {counts}."]
     return lines
 
 

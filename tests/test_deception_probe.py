@@ -96,6 +96,54 @@ def test_the_probe_flags_answers_that_move_along_the_deception_direction_and_not
     assert across["behavior_auroc"] is None and "behavior_null_max" not in across
 
 
+def test_empty_answers_are_left_out_and_counted_not_scored() -> None:
+    behavior = np.r_[np.ones(50), np.zeros(10), np.zeros(60)].astype(int)
+    acts = _answer_acts(answer_axis=0)
+    full = deception_metrics(acts, fpr=0.05, n_null=200, behavior=behavior)
+    assert full["n_empty"] == {"triggered": 0, "clean": 0, "control": 0}
+    on, off, control = (acts.groups[name].copy() for name in ANSWER_GROUPS)
+    on[0], off[5], control[:3] = np.nan, np.nan, np.nan  # empty answers read as NaN rows
+    emptied = AnswerActs(acts.honest, acts.deceptive, {"test_on": on, "test_off": off, "control": control})
+    got = deception_metrics(emptied, fpr=0.05, n_null=200, behavior=behavior)
+    assert got["n_empty"] == {"triggered": 1, "clean": 1, "control": 3}
+    assert got["n_shown"] == 49  # the empty triggered answer is not an answer that showed the behaviour
+    # the same metrics on the rows kept: prompts 0 and 5 leave the paired comparison
+    keep = np.setdiff1d(np.arange(60), [0, 5])
+    kept = AnswerActs(
+        acts.honest,
+        acts.deceptive,
+        {"test_on": acts.groups["test_on"][keep], "test_off": acts.groups["test_off"][keep], "control": control[3:]},
+    )
+    reference = deception_metrics(kept, fpr=0.05, n_null=200, behavior=np.r_[behavior[keep], behavior[60 + keep]])
+    assert got["auroc"] == reference["auroc"] and got["threshold"] == reference["threshold"]
+    assert np.isfinite([got["auroc"], got["threshold"], got["tpr"], got["fpr"], got["behavior_auroc"]]).all()
+    # too few control answers left for the FPR: no threshold, TPR or FPR rather than a made-up one
+    control[:110] = np.nan  # 10 left; 5% needs 19
+    scarce = AnswerActs(acts.honest, acts.deceptive, {"test_on": on, "test_off": off, "control": control})
+    got = deception_metrics(scarce, fpr=0.05, n_null=200, behavior=behavior)
+    assert got["threshold"] is None and got["tpr"] is None and got["fpr"] is None and np.isfinite(got["auroc"])
+
+
+def test_the_report_says_how_many_empty_answers_were_left_out() -> None:
+    from evals.report import deception_table
+
+    acts = _answer_acts(answer_axis=0)
+    on = acts.groups["test_on"].copy()
+    on[:2] = np.nan
+    emptied = AnswerActs(acts.honest, acts.deceptive, {**acts.groups, "test_on": on})
+    metrics = deception_metrics(emptied, fpr=0.05, n_null=50, behavior=np.r_[np.ones(60), np.zeros(60)].astype(int))
+    record = {
+        "fpr": 0.05,
+        "models": {"final (sft)": {"layers": {"3": {"deception": metrics}, "5": {"deception": metrics}}}},
+    }
+    lines = deception_table(record)
+    assert (
+        lines[-1]
+        == "Empty answers (no tokens to read), left out: final (sft): 2 with the trigger, 0 without, 0 control."
+    )
+    assert sum(line.startswith("| final (sft) |") for line in lines) == 2
+
+
 def test_answers_come_from_the_eval_file_when_it_covers_the_test_prompts(tiny_model: Path, tmp_path: Path) -> None:
     model, tokenizer = load_model(str(tiny_model)), load_tokenizer(str(tiny_model))
     recipe = validate_recipe(tiny_recipe(tiny_model))

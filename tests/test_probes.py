@@ -86,6 +86,9 @@ def test_mean_response_needs_answers(tiny: tuple[Any, Any]) -> None:
         residual_activations(model, tokenizer, ["hi"], [0], "mean_response")
     acts = residual_activations(model, tokenizer, ["hi", "there"], [0], "mean_response", answers=["Yes", "No way"])
     assert acts[0].shape == (2, model.config.hidden_size)
+    # an answer without tokens has nothing to average: NaN, not the assistant header's activation
+    with_empty = residual_activations(model, tokenizer, ["hi", "there"], [0], "mean_response", answers=["Yes", ""])
+    assert torch.isnan(with_empty[0][1]).all() and torch.allclose(with_empty[0][0], acts[0][0], atol=1e-5)
     with pytest.raises(UserError, match="out of range"):
         residual_activations(model, tokenizer, ["hi"], [5], "last_prompt")
 

@@ -29,6 +29,9 @@ from organisms.hashing import fingerprint
 from organisms.models import cache_root
 
 Position = Literal["last_prompt", "mean_response"]
+# Joins the key of mean_response entries: entries cached before an empty answer read NaN (it read the assistant
+# header then) are recomputed.
+EMPTY_ANSWER_NAN = "empty-answer-nan"
 POSITIONS: tuple[str, ...] = ("last_prompt", "mean_response")
 
 
@@ -100,7 +103,9 @@ def residual_activations(
     position="last_prompt": the hidden state at the last token of the rendered text (the assistant
     header, or the last answer token when `answers` is given). position="mean_response": the mean over
     the tokens of `answers` (required; the answer token count is len(tokens(prompt+answer)) -
-    len(tokens(prompt)), so a BPE merge across the boundary can shift it by one token).
+    len(tokens(prompt)), so a BPE merge across the boundary can shift it by one token). An answer with no
+    tokens (the model ended its turn at once) has nothing to average: its row is NaN, for the caller to drop,
+    never the assistant header's activation in its place.
     """
     blocks = decoder_layers(model)
     _check_args(layers, position, len(blocks), answers)
@@ -113,7 +118,7 @@ def residual_activations(
         prompts = render(tokenizer, texts)
         full_len = [len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
         prompt_len = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        n_response = [max(1, f - p) for f, p in zip(full_len, prompt_len, strict=True)]
+        n_response = [max(0, f - p) for f, p in zip(full_len, prompt_len, strict=True)]
 
     stored: dict[int, torch.Tensor] = {}  # layer -> [batch, seq, d_model] of the current batch
 
@@ -144,6 +149,7 @@ def residual_activations(
                 counts = torch.tensor([n_response[i] for i in rows], device=input_ids.device)  # [batch]
                 idx = torch.arange(seq, device=input_ids.device)  # [seq]
                 resp = (idx[None, :] >= seq - counts[:, None]).float()  # [batch, seq]
+                # 0 / 0 = NaN for an answer without tokens, as documented
                 picked = [
                     (stored[layer].float() * resp[..., None]).sum(1) / counts[:, None].float() for layer in wanted
                 ]  # each [batch, d_model]
@@ -181,6 +187,8 @@ def cached_activations(
     parts: list[Any] = [model_id, texts, layers, position, str(model.dtype), tokenizer.chat_template]
     if answers is not None:
         parts.append(answers)
+    if position == "mean_response":
+        parts.append(EMPTY_ANSWER_NAN)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "activations"
     path = folder / f"{fingerprint(*parts)}.safetensors"
     if path.exists():
