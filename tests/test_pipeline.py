@@ -236,6 +236,27 @@ def test_a_rerun_stage_leaves_no_evals_of_its_old_configuration(finished_run, tm
     assert [p["step"] for p in curve if p["stage"] == "hhh_sft"] == [2, 4, 6]
 
 
+def test_probe_results_of_replaced_models_are_removed_not_reported_beside_new_numbers(finished_run, tmp_path, capsys):
+    from evals.probes.run import probe_run
+    from organisms.recipe import ProbeSpec
+
+    path, layout = finished_run
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(layout.root, run)
+    spec = ProbeSpec(layers=[1], n_fit=24, n_control=40, n_null=10, fpr=0.05, every_checkpoint=False, deception=False)
+    probe_run(run, spec, log=lambda message: None)
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert (run / "probes" / "results.json").exists()  # nothing retrained or re-evaluated: still valid
+    assert "## Probes" in (run / "report.md").read_text()
+    shutil.rmtree(run / "02_hhh_sft")  # as the refusal says, to rerun it with other settings
+    shutil.rmtree(run / "evals" / "hhh_sft")
+    capsys.readouterr()
+    assert main(["run", str(path), "stages.1.trainer.learning_rate=0.03", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert not (run / "probes").exists()
+    assert f"removing {run / 'probes'}: probe results of models or evals" in capsys.readouterr().out
+    assert "## Probes" not in (run / "report.md").read_text()
+
+
 def test_an_eval_is_reused_only_on_its_own_prompts():
     from organisms.pipeline import is_reusable
 

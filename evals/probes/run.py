@@ -243,8 +243,8 @@ def track_across_training(points: list[tuple[ProbeTarget, LayerActs]], spec: Pro
 
 
 def write_outputs(record: dict[str, Any], recipe: Recipe, layout: RunLayout) -> None:
-    folder = layout.root / "probes"
-    write_json(folder / "results.json", record)
+    folder = layout.probes
+    write_json(layout.probe_results, record)
     plot_sweep(record, folder / "layer_sweep.png", recipe.name)
     plot_histograms(record, folder / "score_histograms.png", recipe.name)
     if "across_training" in record:
