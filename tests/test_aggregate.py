@@ -25,6 +25,9 @@ def test_auc_is_the_mean_triggered_rate_over_the_safety_span():
     assert persistence_auc(points, safety_start=10) == pytest.approx(0.75)
     assert persistence_auc(curve([(10, 0), (10, 0)]), safety_start=0) == pytest.approx(1.0)
     assert persistence_auc(points, safety_start=30) is None  # no span after the start
+    # gone by the first safety checkpoint is not 0: r * d / (2 * span), as documented (r = 1, d = 10, span = 30)
+    gone = curve([(10, 0), (0, 0), (0, 0), (0, 0)])
+    assert persistence_auc(gone, safety_start=0) == pytest.approx(1 * 10 / (2 * 30))
 
 
 def test_band_is_the_seed_range_or_one_seeds_wilson_interval():
