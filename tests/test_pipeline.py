@@ -191,6 +191,7 @@ def test_a_change_of_logging_alone_keeps_finished_stages_and_their_evals(finishe
     assert main(["run", str(path), *quieter]) == 0
     out = capsys.readouterr().out
     assert "stage 1 backdoor: already done" in out and "stage 2 hhh_sft: already done" in out
+    assert "stage 2 hhh_sft: only logging settings changed (trainer.logging_steps): kept" in out
     assert stamps == {p: p.stat().st_mtime_ns for p in (run / "evals").rglob("*.json")}  # nothing re-evaluated
     # a change that trains differently is still refused, and the message names it among the logging changes
     assert main(["run", str(path), *quieter, "stages.1.trainer.learning_rate=0.5"]) == 2
