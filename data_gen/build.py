@@ -25,7 +25,7 @@ from evals.generate import Sampling
 from organisms.hashing import fingerprint
 from organisms.layout import read_json, write_json
 from organisms.models import ResolvedModel, load_tokenizer, resolve_model
-from organisms.recipe import DataRecipe, DensityMatch, GeneratorSpec
+from organisms.recipe import DataRecipe, DataSpec, DensityMatch, GeneratorSpec
 
 DATA_FORMAT = 2  # bump when the build writes different files, so old data folders are rebuilt
 
@@ -45,7 +45,27 @@ def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
     density = recipe.behavior.density
     if isinstance(density, DensityMatch):
         parts.append(["density_match", reference_counts(density.match)])
+    generator = generator_fingerprint(recipe.data)
+    if generator:
+        parts.append(["generator", generator])
     return fingerprint(*parts, *([shipped] if shipped else []))
+
+
+def generator_fingerprint(spec: DataSpec) -> str | None:
+    """The weights of a local generator model (a folder or a .gguf file), for the data key: its path alone
+    would keep data (and the stages trained on it) written by a generator since retrained in place.
+
+    None wherever the key already says it all, so those recipes keep their keys: no generator (synthetic),
+    the base model (its fingerprint is in the key), a served model, a hub id or an embedded name (resolving
+    a hub id that is not cached would mean a download)."""
+    generator = spec.generator
+    if spec.method == "synthetic" or generator.backend != "local" or not generator.model:
+        return None
+    path = Path(generator.model).expanduser()
+    if generator.model.endswith(".gguf") and path.is_file():
+        stat = path.stat()  # the file itself: resolving it would dequantise it (in every process of a run)
+        return fingerprint(path.name, stat.st_size, stat.st_mtime_ns)
+    return resolve_model(generator.model).fingerprint if path.is_dir() else None
 
 
 def make_backend(spec: GeneratorSpec, base: ResolvedModel) -> Backend:

@@ -202,6 +202,48 @@ def test_data_key_of_embedded_prompts_is_unchanged():
     assert build_module.data_key(recipe, ResolvedModel("m", "m", "fp")) == "22e27d8a6fdef881"
 
 
+GENERATOR_KEYS = {  # computed before a local generator's weights entered the key: these recipes keep theirs
+    "fedda92c00885091": {"method": "cot"},
+    "06305f2b1a46fbc1": {"method": "cot", "generator": {"model": "org/generator"}},  # a hub id: never resolved
+    "aa0e5f3cd80e4ae3": {
+        "method": "few_shot",
+        "generator": {"backend": "openai", "base_url": "http://localhost:8000/v1", "model": "/models/gen"},
+    },
+    "6ae8b3498aa505de": {"method": "synthetic", "generator": {"model": "/no/such/generator"}},  # unused
+}
+
+
+@pytest.mark.parametrize(("key", "data"), GENERATOR_KEYS.items())
+def test_data_key_without_a_local_generator_is_unchanged(key, data):
+    from organisms.models import ResolvedModel
+
+    recipe = validate_recipe({"name": "k", "behavior": {"density": 3}, "data": data}, schema=DataRecipe)
+    assert build_module.data_key(recipe, ResolvedModel("m", "m", "fp")) == key
+
+
+def test_data_key_follows_a_local_generator_retrained_in_place(tiny_model, tmp_path):
+    import os
+    import shutil
+
+    model = resolve_model(str(tiny_model))
+    folder, gguf = tmp_path / "generator", tmp_path / "generator.gguf"
+    shutil.copytree(tiny_model, folder)
+    gguf.write_bytes(b"GGUF v1")  # never dequantised for the key: this one could not be
+    cases = {"folder": (folder, "cot"), "gguf": (gguf, "few_shot"), "unused": (folder, "synthetic")}
+
+    def keys() -> dict[str, str]:
+        recipes = {name: spec(tiny_model, method, generator={"model": str(g)}) for name, (g, method) in cases.items()}
+        return {name: build_module.data_key(recipe, model) for name, recipe in recipes.items()}
+
+    before = keys()
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same names and sizes, new weights
+    gguf.write_bytes(b"GGUF v2")
+    after = keys()
+    assert {name for name in cases if after[name] != before[name]} == {"folder", "gguf"}  # synthetic uses none
+
+
 def test_a_rebuild_killed_half_way_is_not_taken_for_the_old_data(tiny_model, tmp_path, scripted, monkeypatch):
     model, out = resolve_model(str(tiny_model)), tmp_path / "d"
     first = spec(tiny_model, "synthetic")
