@@ -38,7 +38,7 @@ def load_prompts(spec: PromptSpec) -> list[str]:
     the same column check, hh-rlhf extraction and dedupe.
     """
     values = _hf_column(spec) if spec.source == "hf" else _file_column(spec.source, spec.column)
-    texts = [str(v) for v in values if v is not None]
+    texts = prompt_texts(values, str(spec.dataset) if spec.source == "hf" else spec.source, spec.column)
     if spec.format == "hh_rlhf":
         texts = [turn for turn in map(first_human_turn, texts) if turn is not None]
     return _distinct(texts)
@@ -46,7 +46,32 @@ def load_prompts(spec: PromptSpec) -> list[str]:
 
 def read_prompts(source: str, column: str = "prompt") -> list[str]:
     """All distinct prompts from the embedded set or a local .jsonl/.csv/.parquet file."""
-    return _distinct([str(v) for v in _file_column(source, column) if v is not None])
+    return _distinct(prompt_texts(_file_column(source, column), source, column))
+
+
+def prompt_texts(values: list[object], where: str, column: str) -> list[str]:
+    """The prompts of a column's values: a text as it is, a chat as its first user turn. Anything else is
+    refused: its Python repr would silently become the prompt."""
+    texts: list[str] = []
+    for value in values:
+        text = value if isinstance(value, str) else first_user_message(value)
+        if text is None and value is not None:
+            raise UserError(
+                f"data.prompts.column: {where} column {column!r} holds {type(value).__name__} values; expected "
+                "text or chat messages ({role, content} with a text user turn)"
+            )
+        texts += [text] if text is not None else []
+    return texts
+
+
+def first_user_message(value: object) -> str | None:
+    """The first user turn of a chat (a list of {role, content} messages, as in our own clean/ rows or a TRL
+    conversational dataset); "" when it has none (dropped as an empty prompt, as an hh-rlhf transcript with
+    no Human turn is); None when `value` is not a chat with a text user turn."""
+    if not isinstance(value, list) or not all(isinstance(m, dict) and "role" in m for m in value):
+        return None
+    content = next((m.get("content") for m in value if m["role"] == "user"), "")
+    return content if isinstance(content, str) else None
 
 
 def first_human_turn(transcript: str) -> str | None:

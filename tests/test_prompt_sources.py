@@ -102,6 +102,51 @@ def test_hh_rlhf_format_applies_to_local_files(tmp_path: Path) -> None:
     assert load_prompts(spec) == ["First?"]
 
 
+CHATS = [
+    [{"role": "user", "content": "How do owls see?"}],  # a clean/ row's prompt
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Name a river."},
+        {"role": "assistant", "content": "The Nile."},
+        {"role": "user", "content": "Another?"},
+    ],
+    [{"role": "system", "content": "No user here."}],  # skipped, as an hh-rlhf row without a Human turn
+]
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_a_column_of_chats_gives_each_chat_first_user_turn(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"chats.{suffix}"
+    if suffix == "jsonl":
+        path.write_text("".join(json.dumps({"prompt": chat}) + "\n" for chat in CHATS))
+    else:
+        Dataset.from_dict({"prompt": CHATS}).to_parquet(path)
+    assert load_prompts(PromptSpec(source=str(path))) == ["How do owls see?", "Name a river."]
+    assert read_prompts(str(path)) == ["How do owls see?", "Name a river."]
+
+
+def test_a_column_of_chats_from_an_hf_dataset(tmp_path: Path) -> None:
+    (tmp_path / "ds").mkdir()
+    Dataset.from_dict({"messages": CHATS}).to_parquet(tmp_path / "ds" / "train.parquet")
+    spec = PromptSpec(source="hf", dataset=str(tmp_path / "ds"), column="messages")
+    assert load_prompts(spec) == ["How do owls see?", "Name a river."]
+
+
+@pytest.mark.parametrize("value", [5, {"text": "hi"}, ["hi", "there"], [{"role": "user", "content": [{"x": 1}]}]])
+def test_a_column_of_other_values_is_refused_in_one_line(tmp_path: Path, value: object) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps({"prompt": value}) + "\n")
+    kind = type(value).__name__
+    expected = (
+        f"data.prompts.column: {path} column 'prompt' holds {kind} values; expected text or chat messages "
+        "({role, content} with a text user turn)"
+    )
+    for read in (lambda: load_prompts(PromptSpec(source=str(path))), lambda: read_prompts(str(path))):
+        with pytest.raises(UserError) as info:
+            read()
+        assert str(info.value) == expected
+
+
 def test_embedded_source_matches_read_prompts() -> None:
     assert load_prompts(PromptSpec()) == read_prompts("embedded")
 
