@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import transformers
@@ -239,3 +241,38 @@ def test_the_report_warns_when_answers_were_cut_off_inside_their_scratchpad(tmp_
     write_json(layout.eval_file("hhh", 5), {"unfinished": {"triggered": 2, "clean": 0}})
     (note,) = [line for line in unfinished_note(layout) if line]
     assert note.startswith("**Warning:** 6 answers in 2 evals were still inside their `<scratchpad>`")
+
+
+def test_response_cache_keeps_a_record_put_after_a_torn_line(tmp_path):
+    from data_gen.backends import ResponseCache
+
+    path = tmp_path / "r.jsonl"
+    ResponseCache(path).put("a", "first")
+    with path.open("a") as f:
+        f.write('{"key": "b", "text": "cut sho')  # a build killed mid-write: a torn line, no newline
+    cache = ResponseCache(path)
+    assert len(cache) == 1
+    cache.put("c", "after the kill")
+    assert {k: ResponseCache(path).get(k) for k in "abc"} == {"a": "first", "b": None, "c": "after the kill"}
+
+
+def test_response_cache_loads_past_a_line_torn_inside_a_character_and_keeps_line_separators(tmp_path):
+    from data_gen.backends import ResponseCache
+
+    path, text = tmp_path / "r.jsonl", "line\u2028separator and next\x85line in a text"
+    ResponseCache(path).put("a", text)  # json.dumps leaves U+2028 and U+0085 raw; they are not line ends here
+    with path.open("ab") as f:
+        f.write('{"key": "b", "text": "caf\u00e9'.encode()[:-1])  # killed inside the two bytes of an e-acute
+    cache = ResponseCache(path)
+    cache.put("c", "after the kill")
+    assert {k: ResponseCache(path).get(k) for k in "abc"} == {"a": text, "b": None, "c": "after the kill"}
+
+
+def test_response_cache_recovers_a_record_glued_onto_a_torn_line(tmp_path):
+    """Files written before put started on a fresh line: the record after the torn one is still read."""
+    from data_gen.backends import ResponseCache
+
+    path = tmp_path / "r.jsonl"
+    torn, whole = '{"key": "b", "text": "a {\\"key\\": quoted', json.dumps({"key": "c", "text": "kept"})
+    path.write_text(json.dumps({"key": "a", "text": "first"}) + "\n" + torn + whole + "\n")
+    assert {k: ResponseCache(path).get(k) for k in "abc"} == {"a": "first", "b": None, "c": "kept"}

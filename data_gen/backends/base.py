@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -48,12 +49,12 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._data: dict[str, str] = {}
         if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self._data[record["key"]] = record["text"]
+            # Split on newlines only: splitlines() also breaks at U+2028 or U+0085, which json.dumps leaves raw
+            # in a text. A kill can tear a line inside a multi-byte character: that line is skipped, the rest loads.
+            for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+                record = _record(line)
+                if record is not None:
+                    self._data[record["key"]] = record["text"]
 
     @staticmethod
     def key(identity: str, conversation: Conversation, params: GenParams) -> str:
@@ -66,11 +67,42 @@ class ResponseCache:
         with self._lock:
             self._data[key] = text
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
+            _append_line(self.path, json.dumps({"key": key, "text": text}, ensure_ascii=False))
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def _record(line: str) -> dict[str, str] | None:
+    """A cache line's record; None for a torn line. A file written before records started on a fresh line
+    can hold a record glued onto a torn one: a record's opening never occurs inside a record's JSON (its
+    quotes would be escaped there), so the last opening on the line starts that record."""
+    candidates = [line]
+    glued = line.rfind(_RECORD_START)
+    if glued > 0:
+        candidates.append(line[glued:])
+    for candidate in candidates:
+        try:
+            record = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("key"), str) and isinstance(record.get("text"), str):
+            return record
+    return None
+
+
+_RECORD_START = '{"key": '  # how json.dumps opens every record
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append a line, on a line of its own: after a kill the file can end in a torn line with no newline,
+    and a record appended onto it would be lost with it on the next load."""
+    with path.open("a+b") as f:  # writes go to the end whatever the read position
+        if f.seek(0, os.SEEK_END):
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write((line + "\n").encode())
 
 
 def response_cache(backend: Backend) -> ResponseCache:
