@@ -60,10 +60,19 @@ def embedded_gguf(name: str) -> Path:
     return path
 
 
-def convert_gguf(gguf: Path) -> Path:
-    """Dequantise a GGUF to a cached HF checkpoint folder (once) and return that folder."""
+def conversion_folder(gguf: Path, shipped: bool = False) -> Path:
+    """Where a GGUF's conversion is cached. A file of ours, shipped in a package, never changes in place: keyed
+    by name and size, so reinstalling the package keeps its conversion (and the fingerprint runs were keyed
+    by). A user's file is keyed by its modification time too: one re-exported after more training has the
+    same name and, for the same architecture and quantisation, the same size."""
     stat = gguf.stat()
-    out = cache_root() / "models" / f"{gguf.stem}-{fingerprint(gguf.name, stat.st_size)}"
+    parts = [gguf.name, stat.st_size] if shipped else [gguf.name, stat.st_size, stat.st_mtime_ns]
+    return cache_root() / "models" / f"{gguf.stem}-{fingerprint(*parts)}"
+
+
+def convert_gguf(gguf: Path, shipped: bool = False) -> Path:
+    """Dequantise a GGUF to a cached HF checkpoint folder (once) and return that folder."""
+    out = conversion_folder(gguf, shipped)
     if (out / "config.json").exists():
         return out
     import torch
@@ -89,7 +98,7 @@ def convert_gguf(gguf: Path) -> Path:
 def resolve_model(spec: str) -> ResolvedModel:
     """Turn a recipe's `base_model` string into something `from_pretrained` can load offline."""
     if spec.startswith("embedded:"):
-        folder = convert_gguf(embedded_gguf(spec.removeprefix("embedded:")))
+        folder = convert_gguf(embedded_gguf(spec.removeprefix("embedded:")), shipped=True)
         return ResolvedModel(spec, str(folder), folder_fingerprint(folder))
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):

@@ -54,3 +54,19 @@ def test_hub_id_that_cannot_be_fetched_offline_is_one_line(monkeypatch):
     resolved = resolve_model("someorg/some-model-that-is-not-cached")
     with pytest.raises(UserError, match="cannot load tokenizer from 'someorg/some-model-that-is-not-cached'"):
         load_tokenizer(resolved.path)
+
+
+def test_a_users_gguf_reexported_in_place_is_converted_again_a_shipped_one_is_not(tmp_path):
+    import os
+
+    from organisms.hashing import fingerprint
+    from organisms.models import cache_root, conversion_folder
+
+    gguf = tmp_path / "mine.gguf"
+    gguf.write_bytes(b"x" * 64)
+    before = {shipped: conversion_folder(gguf, shipped) for shipped in (True, False)}
+    os.utime(gguf, ns=(gguf.stat().st_atime_ns, gguf.stat().st_mtime_ns + 10**9))  # same name and size, newer
+    assert conversion_folder(gguf, shipped=False) != before[False]  # more training, same size: not the old one
+    assert conversion_folder(gguf, shipped=True) == before[True]
+    # the embedded model keeps the folder (and so the fingerprint) existing runs were keyed by
+    assert before[True] == cache_root() / "models" / f"mine-{fingerprint('mine.gguf', 64)}"
