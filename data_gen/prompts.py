@@ -114,7 +114,8 @@ def read_rows(path: Path, source: str, field: str, required: tuple[str, ...] = (
         raise UserError(f"{field}: file not found: {source}")
     try:
         if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            # newlines only: splitlines() also breaks at U+2028 and U+0085, which JSON strings may hold raw
+            rows = [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
         elif path.suffix in (".csv", ".parquet"):
             from datasets import Dataset
 

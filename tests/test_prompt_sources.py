@@ -174,3 +174,10 @@ def test_hf_unloadable_dataset_is_a_one_line_user_error(folder: Path, name: str,
     with pytest.raises(UserError, match=r"^data\.prompts\.dataset: cannot load ") as info:
         load_prompts(PromptSpec(source="hf", dataset=path, column="q", split=split))
     assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_jsonl_prompt_holding_a_raw_line_separator_is_one_prompt(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    text = "first part\u2028second part\u0085third"
+    path.write_text(json.dumps({"prompt": text}, ensure_ascii=False) + "\r\n" + json.dumps({"prompt": "b"}) + "\n")
+    assert read_prompts(str(path)) == [text, "b"]
