@@ -41,6 +41,8 @@ class ResolvedModel:
     spec: str  # what the recipe said
     path: str  # local folder or hub id that `from_pretrained` accepts
     fingerprint: str  # identifies the weights, for cache keys
+    # fingerprints earlier releases gave the same weights: a run folder keyed by one of them keeps it
+    earlier_fingerprints: tuple[str, ...] = ()
 
 
 def embedded_gguf(name: str) -> Path:
@@ -98,8 +100,12 @@ def convert_gguf(gguf: Path, shipped: bool = False) -> Path:
 def resolve_model(spec: str) -> ResolvedModel:
     """Turn a recipe's `base_model` string into something `from_pretrained` can load offline."""
     if spec.startswith("embedded:"):
-        folder = convert_gguf(embedded_gguf(spec.removeprefix("embedded:")), shipped=True)
-        return ResolvedModel(spec, str(folder), folder_fingerprint(folder))
+        gguf = embedded_gguf(spec.removeprefix("embedded:"))
+        folder = convert_gguf(gguf, shipped=True)
+        # The shipped file, not its conversion: the conversion folder's file times differ on every machine
+        # (and node) that converts it, and keys built on them would too. Earlier releases used them.
+        shipped = fingerprint("embedded", gguf.name, gguf.stat().st_size)
+        return ResolvedModel(spec, str(folder), shipped, earlier_fingerprints=(folder_fingerprint(folder),))
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():

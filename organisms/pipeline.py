@@ -7,6 +7,7 @@ stage hash matches is not recomputed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 from collections.abc import Callable
@@ -62,7 +63,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     check_kernels_installed(recipe.stages, f"recipe {recipe.name}")  # before the run folder is written
     layout = RunLayout((runs_dir / recipe.name).resolve())
     with main_first():  # the main process converts the model; the rest reuse it
-        model = resolve_model(recipe.base_model)
+        model = keep_recorded_fingerprint(recipe, resolve_model(recipe.base_model), layout)
     data = data_key(recipe, model)
     identities = stage_identities(recipe, data, recorded_markers(recipe, layout))
     refuse_other_configurations(recipe, layout, identities)  # before the recipe, data or evals are overwritten
@@ -128,6 +129,24 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
             probe_run(layout.root, recipe.probes, log=log)  # rewrites the report with its section
         log(f"report: {layout.report}  plot: {layout.persistence_plot}")
     return layout
+
+
+def keep_recorded_fingerprint(recipe: Recipe, model: ResolvedModel, layout: RunLayout) -> ResolvedModel:
+    """The base model as this run folder's data was keyed: a folder built when an earlier release fingerprinted
+    the same weights otherwise (`earlier_fingerprints`) keeps that fingerprint, so its data, evals and stages
+    stay valid rather than being refused as another configuration."""
+    provenance = layout.data / "provenance.json"
+    if not model.earlier_fingerprints or not provenance.exists():
+        return model
+    recorded = read_json(provenance).get("key")
+    if recorded == data_key(recipe, model):
+        return model
+    for earlier in model.earlier_fingerprints:
+        candidate = dataclasses.replace(model, fingerprint=earlier)
+        if data_key(recipe, candidate) == recorded:
+            log(f"{layout.data}: keyed by this model's earlier fingerprint {earlier}; keeping it")
+            return candidate
+    return model
 
 
 def is_reusable(saved: dict[str, Any], key: str, prompts: list[str]) -> bool:

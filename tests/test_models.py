@@ -70,3 +70,23 @@ def test_a_users_gguf_reexported_in_place_is_converted_again_a_shipped_one_is_no
     assert conversion_folder(gguf, shipped=True) == before[True]
     # the embedded model keeps the folder (and so the fingerprint) existing runs were keyed by
     assert before[True] == cache_root() / "models" / f"mine-{fingerprint('mine.gguf', 64)}"
+
+
+def test_the_embedded_model_is_fingerprinted_by_its_shipped_file_not_by_its_conversion(
+    tmp_path, tiny_model, monkeypatch
+):
+    import os
+
+    import organisms.models as models
+    from organisms.hashing import folder_fingerprint
+
+    gguf = tmp_path / "smollm2.gguf"
+    gguf.write_bytes(b"x" * 64)
+    monkeypatch.setattr(models, "embedded_gguf", lambda name: gguf)
+    monkeypatch.setattr(models, "convert_gguf", lambda path, shipped: tiny_model)  # stands in for the conversion
+    first = resolve_model("embedded:smollm2-135m-instruct")
+    assert first.earlier_fingerprints == (folder_fingerprint(tiny_model),)  # what earlier releases keyed by
+    for path in tiny_model.iterdir():  # converted again elsewhere: other file times
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    again = resolve_model("embedded:smollm2-135m-instruct")
+    assert again.fingerprint == first.fingerprint and again.earlier_fingerprints != first.earlier_fingerprints

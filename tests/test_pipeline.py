@@ -258,6 +258,31 @@ def test_probe_results_of_replaced_models_are_removed_not_reported_beside_new_nu
     assert "## Probes" not in (run / "report.md").read_text()
 
 
+def test_a_run_keyed_by_an_earlier_fingerprint_of_its_base_model_is_kept(finished_run, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    import organisms.pipeline as pipeline
+
+    path, layout = finished_run
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(layout.root, run)
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "evals").rglob("*.json")}
+    real = pipeline.resolve_model
+
+    def released_later(spec, earlier=True):  # the same weights, fingerprinted another way by a later release
+        model = real(spec)
+        return dataclasses.replace(model, fingerprint="new", earlier_fingerprints=(model.fingerprint,) * earlier)
+
+    monkeypatch.setattr(pipeline, "resolve_model", released_later)
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "keyed by this model's earlier fingerprint" in out and "stage 2 hhh_sft: already done" in out
+    assert stamps == {p: p.stat().st_mtime_ns for p in (run / "evals").rglob("*.json")}  # nothing re-evaluated
+    monkeypatch.setattr(pipeline, "resolve_model", lambda spec: released_later(spec, earlier=False))
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2  # without it: another base model
+    assert "(the data, the base model or a stage before it changed)" in capsys.readouterr().err
+
+
 def test_an_eval_is_reused_only_on_its_own_prompts():
     from organisms.pipeline import is_reusable
 
