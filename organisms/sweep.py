@@ -321,8 +321,10 @@ def write_sweep(sweep: Sweep, manifest: bool = True) -> None:
 
 
 def is_finished(sweep: Sweep, run: SweepRun) -> bool:
-    """results.json exists and the run folder was built from exactly this recipe."""
+    """Every stage done and evaluated, and the run folder built from exactly this recipe."""
     layout = sweep.layout(run)
     if not (layout.results.exists() and layout.recipe.exists()):
+        return False
+    if layout.unfinished([stage.name for stage in run.recipe.stages]):
         return False
     return bool(yaml.safe_load(layout.recipe.read_text()) == yaml.safe_load(dump_recipe(run.recipe)))

