@@ -58,6 +58,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from organisms import launchers
+    from organisms.run_lock import describe, running_holder
     from organisms.sweep import expand, is_finished, write_sweep
 
     sweep = expand(args.ablation, args.overrides, args.sweeps_dir)
@@ -70,7 +71,8 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         for run in sweep.runs:
-            state = "finished" if is_finished(sweep, run) else "to run"
+            running = running_holder(sweep.layout(run).root)
+            state = "finished" if is_finished(sweep, run) else f"running ({describe(running)})" if running else "to run"
             print(f"  {run.name}  [{run.condition}, seed {run.seed}]  {state}")
         if args.launcher == "sbatch":
             print(f"dry run: would write {sweep.root / 'sbatch.sh'}")

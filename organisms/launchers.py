@@ -20,11 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from organisms.errors import UserError
+from organisms.run_lock import describe, running_holder
 from organisms.sweep import Sweep, SweepRun, is_finished
 
 
 def log(message: str) -> None:
     print(f"[sweep] {message}", flush=True)
+
+
+# Running runs are seen (their lock) and skipped; queued ones are not.
+QUEUED_WARNING = (
+    "runs still queued from an earlier submission count as pending here: cancel that array (scancel) first, "
+    "or each such run is submitted twice (harmless, but a slot spent: the second copy stops at once on the "
+    "run's lock if its twin is running, and skips every finished stage if it has run)"
+)
 
 
 def pending_runs(sweep: Sweep) -> list[SweepRun]:
@@ -36,6 +45,10 @@ def pending_runs(sweep: Sweep) -> list[SweepRun]:
     for run in sweep.runs:
         if is_finished(sweep, run):
             log(f"{run.name}: finished (results.json matches its recipe), skipping")
+            continue
+        running = running_holder(sweep.layout(run).root)
+        if running is not None:  # a second process there would fail at once on the run's lock
+            log(f"{run.name}: running now ({describe(running)}), skipping")
             continue
         density = run.recipe.behavior.density
         synthetic = run.recipe.data.method == "synthetic"
@@ -225,6 +238,8 @@ def launch_slurm(sweep: Sweep, cluster: str | None = "slurm", task: Callable[[st
     command = task_command(sweep, "")[:-3] if gpus > 1 else None  # drop the recipe and --runs-dir
     task = task or SweepTask(str(sweep.runs_dir.resolve()), command)
     files = [str(sweep.recipe_file(r).resolve()) for r in pending]
+    if executor.cluster == "slurm":
+        log(QUEUED_WARNING)
     jobs = executor.map_array(task, files)
     log(f"submitted {len(jobs)} runs as job array {jobs[0].job_id.split('_')[0]} ({executor.cluster})")
     return list(jobs)
@@ -276,8 +291,5 @@ def write_sbatch(sweep: Sweep) -> Path | None:
     partial.write_text("\n".join(lines))
     partial.chmod(0o755)
     partial.replace(script)
-    log(
-        "runs still queued or running from an earlier submission count as pending here: cancel that array "
-        "(scancel) before submitting this one, or they run twice"
-    )
+    log(QUEUED_WARNING)
     return script

