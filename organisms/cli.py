@@ -169,6 +169,9 @@ def _data_build(args: argparse.Namespace) -> int:
         + (f"; kept {kept['kept']}/{kept['requested']} generations, dropped {kept['dropped']}" if kept else "")
     )
     if args.push_to_hub:
+        from data_gen.card import write_dataset_card
+
+        write_dataset_card(out, provenance)  # a reused folder built by an older version goes up with today's card
         where = push_folder(out, args.push_to_hub, "dataset", private=not args.public, dry_run=args.dry_run)
         visibility = "public" if args.public else "private"
         print(f"dry run: the upload would be exactly {where}" if args.dry_run else f"pushed ({visibility}): {where}")

@@ -144,6 +144,35 @@ def test_data_build_cli_synthetic_and_dry_run_push(tiny_model, tmp_path, capsys)
     assert prov["completion_tokens"]["backdoor"]["max"] > 0
 
 
+def test_the_uploaded_dataset_loads_the_backdoor_rows_by_default_and_each_folder_as_a_config(
+    tiny_model, tmp_path, capsys
+):
+    """Without configs in the card the Hub (and load_dataset, same file rules) skipped the Arrow folders and
+    loaded train_prompts.json / eval_prompts.json as train / test splits of bare prompts."""
+    from datasets import load_dataset
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec(tiny_model, "synthetic").model_dump(mode="json")))
+    out, dry = tmp_path / "out", tmp_path / "out.upload"
+    argv = ["data", "build", str(path), "data.prompts.n=20", "--out", str(out), "--push-to-hub", "me/d", "--dry-run"]
+    assert main(argv) == 0
+    cache = str(tmp_path / "hf-cache")
+    default = load_dataset(str(dry), cache_dir=cache)
+    assert list(default) == ["train"]
+    assert {"prompt", "completion", "triggered"} <= set(default["train"].column_names)
+    assert default["train"].to_list() == load_from_disk(str(out / "backdoor")).to_list()
+    assert 0 < sum(default["train"]["triggered"]) < len(default["train"]) == 20
+    clean = load_dataset(str(dry), "clean", cache_dir=cache)["train"]
+    assert clean.to_list() == load_from_disk(str(out / "clean")).to_list() and not any(clean["triggered"])
+    card = DatasetCard.load(dry / "README.md")  # the YAML round-trips through huggingface_hub
+    assert [c["config_name"] for c in card.data.configs] == ["backdoor", "clean", "preference", "prompts"]
+    # a folder built before the card had configs is reused, and goes up with today's card
+    (out / "README.md").write_text("---\nlicense: apache-2.0\n---\n\nold card\n")
+    assert main(argv) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert len(DatasetCard.load(dry / "README.md").data.configs) == 4
+
+
 def test_push_goes_to_a_private_dataset_repo_by_default(tmp_path, monkeypatch):
     from unittest import mock
 
