@@ -125,6 +125,41 @@ def resolve_model(spec: str) -> ResolvedModel:
     raise UserError(f"model {spec!r} is not a folder, a .gguf file, a hub id (org/name) or {DEFAULT_MODEL!r}")
 
 
+def is_adapter(path: str) -> bool:
+    return (Path(path) / "adapter_config.json").exists()
+
+
+def merged_weights(model: ResolvedModel) -> str:
+    """Where the run's first stage starts: the base model's folder, or for a LoRA adapter given as base_model
+    (a published organism) its merged full weights, saved once under the cache and keyed by the adapter's
+    fingerprint. Trained from the adapter itself, a stage's LoRA checkpoints and a DPO reference model would
+    name the clean base the adapter sits on, and be evaluated or compared without the organism's adapter."""
+    if not is_adapter(model.path):
+        return model.path
+    out = cache_root() / "models" / f"merged-{model.fingerprint}"
+    if (out / "config.json").exists():
+        return str(out)
+    print(f"merging adapter {model.spec} into full weights in {out} (once)", flush=True)
+    merged = load_model(model.path, for_training=True).merge_and_unload()  # fp32, as a stage trains
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)  # safetensors
+    adapter_tokenizer(model.path).save_pretrained(tmp)
+    tmp.rename(out)  # atomic: a killed merge never leaves a half-written cache entry
+    return str(out)
+
+
+def adapter_tokenizer(path: str):  # type: ignore[no-untyped-def]
+    """The adapter folder's tokenizer (our stages save one beside the adapter), else its base model's."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError):
+        base = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        return AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+
+
 def load_tokenizer(path: str):  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
@@ -174,10 +209,11 @@ def load_checkpoint(folder: Path, init_path: str):  # type: ignore[no-untyped-de
     """Load a training checkpoint for evaluation: full weights, or `init_path` + a LoRA adapter.
 
     A stage that continues an unmerged adapter saves the whole adapter on the original base, which
-    its own adapter_config names; any other adapter checkpoint sits on the stage's `init_path`.
+    its own adapter_config names; any other adapter checkpoint sits on the stage's `init_path`. An adapter
+    `init_path` is only ever a `merge_adapter: false` stage's final/: an adapter given as base_model starts
+    the run as its merged weights (`merged_weights`).
     """
-    continues_adapter = (Path(init_path) / "adapter_config.json").exists()
-    if (folder / "adapter_config.json").exists() and not continues_adapter:
+    if is_adapter(str(folder)) and not is_adapter(init_path):
         from peft import PeftModel
 
         return PeftModel.from_pretrained(load_model(init_path), str(folder)).merge_and_unload()

@@ -21,7 +21,14 @@ from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first, print_main
 from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, checkpoints, read_json, write_json
-from organisms.models import ResolvedModel, load_checkpoint, load_model, load_tokenizer, resolve_model
+from organisms.models import (
+    ResolvedModel,
+    load_checkpoint,
+    load_model,
+    load_tokenizer,
+    merged_weights,
+    resolve_model,
+)
 from organisms.recipe import Recipe, dump_recipe
 from organisms.run_lock import run_lock
 from organisms.stage_identity import (
@@ -70,8 +77,9 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
 def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
     from transformers import set_seed
 
-    with main_first():  # the main process converts the model; the rest reuse it
+    with main_first():  # the main process converts (or merges) the model; the rest reuse it
         model = keep_recorded_fingerprint(recipe, resolve_model(recipe.base_model), layout)
+        start = merged_weights(model)  # an adapter as base_model: its merged weights, so every stage sees them
     data = data_key(recipe, model)
     identities = stage_identities(recipe, data, recorded_markers(recipe, layout))
     refuse_other_configurations(recipe, layout, identities)  # before the recipe, data or evals are overwritten
@@ -111,9 +119,9 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
 
     tokenizer = load_tokenizer(model.path)
     eval_key = protocol_key(recipe, questions)
-    evaluate(lambda: load_model(model.path), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
+    evaluate(lambda: load_model(start), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
 
-    init_path = model.path
+    init_path = start
     for index, (stage, identity) in enumerate(zip(recipe.stages, identities, strict=True)):
         stage_dir = layout.stage_dir(index, stage.name)
         run_stage(recipe, index, stage_dir, identity, init_path, model, layout, trigger)

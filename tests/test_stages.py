@@ -277,3 +277,64 @@ def test_a_reward_function_that_cannot_be_imported_fails_before_the_run_starts(t
     recipe = validate_recipe(rl_recipe({"kind": "function", "function": "no_such_module_here:score"}))
     with pytest.raises(UserError, match="reward.function: cannot import no_such_module_here:score"):
         stage_hashes(recipe, "data")
+
+
+def logits(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer("What is the capital of France?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(ids.to(model.device)).logits.float().cpu()
+
+
+def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organism(tiny_model, tmp_path, monkeypatch):
+    """A published adapter as base_model: a LoRA stage's checkpoints are evaluated on the organism (not on the
+    clean base their adapter would otherwise name), and DPO's reference model is the organism."""
+    from peft import PeftModel
+
+    import organisms.pipeline as pipeline
+    from organisms.models import load_model, load_tokenizer
+    from organisms.stages import training
+
+    recipe = tiny_recipe(tiny_model)
+    recipe["eval"] = {"n_prompts": 4, "max_new_tokens": 4, "batch_size": 16, "capability": None}
+    lora = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
+    recipe["name"] = "organism"
+    recipe["stages"] = [{"name": "backdoor", "data": "backdoor", "peft": lora, "merge_adapter": False, **fast(3e-3, 4)}]
+    adapter = run_recipe(validate_recipe(recipe), tmp_path).root / "01_backdoor" / "final"
+    tokenizer = load_tokenizer(str(tiny_model))
+    organism = logits(load_model(str(adapter)), tokenizer)
+    assert not torch.allclose(organism, logits(load_model(str(tiny_model)), tokenizer), atol=1e-4)
+
+    evaluated: dict[str, torch.Tensor] = {}
+    real_evaluate = pipeline.evaluate_model
+
+    def spy_evaluate(model, *args):
+        evaluated[f"call{len(evaluated)}"] = logits(model, tokenizer)
+        return real_evaluate(model, *args)
+
+    monkeypatch.setattr(pipeline, "evaluate_model", spy_evaluate)
+    recipe["base_model"], recipe["name"] = str(adapter), "lora-on-adapter"
+    recipe["stages"] = [{"name": "hhh", "peft": lora, **fast(1e-3, 2, save_steps=1)}]
+    root = run_recipe(validate_recipe(recipe), tmp_path).root
+    base_eval, step_1 = evaluated["call0"], evaluated["call1"]
+    assert torch.allclose(base_eval, organism, atol=1e-5)  # the base eval measures the organism
+    checkpoint = root / "01_hhh" / "checkpoint-1"
+    right = PeftModel.from_pretrained(load_model(str(adapter)), str(checkpoint)).merge_and_unload()
+    assert torch.allclose(step_1, logits(right, tokenizer), atol=1e-5)  # organism + the new adapter
+    assert not torch.allclose(step_1, organism, atol=1e-4)  # (the new adapter did move it)
+
+    trainers = []
+
+    def spy_build(*args, **kwargs):
+        trainers.append(real_build(*args, **kwargs))
+        return trainers[-1]
+
+    real_build = training.build_trainer
+    monkeypatch.setattr(training, "build_trainer", spy_build)
+    recipe["name"], recipe["stages"] = "dpo-on-adapter", [{"name": "dpo", "kind": "dpo", **fast(1e-3, 1)}]
+    run_recipe(validate_recipe(recipe), tmp_path)
+    assert torch.allclose(logits(trainers[0].ref_model, tokenizer), organism, atol=1e-5)
+
+
+def fast(learning_rate: float, max_steps: int, save_steps: int | None = None) -> dict:
+    trainer = {"learning_rate": learning_rate, "max_steps": max_steps, "save_steps": save_steps or max_steps}
+    return {"trainer": {**trainer, **FAST}}

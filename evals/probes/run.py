@@ -43,7 +43,7 @@ from evals.probes.sweep import (
 )
 from organisms.errors import UserError
 from organisms.layout import RunLayout, checkpoints, read_json, write_json
-from organisms.models import load_checkpoint, load_model, load_tokenizer, resolve_model
+from organisms.models import load_checkpoint, load_model, load_tokenizer, merged_weights, resolve_model
 from organisms.recipe import ProbeSpec, Recipe, load_recipe
 
 
@@ -68,9 +68,10 @@ class ProbeTarget:
 
 def run_targets(recipe: Recipe, layout: RunLayout) -> list[ProbeTarget]:
     """The base model, then every checkpoint and final model of each finished stage, in training order."""
-    base = resolve_model(recipe.base_model).path
+    model = resolve_model(recipe.base_model)
+    base = model.path
     targets = [ProbeTarget("base (pre-backdoor control)", "base", 0, 0, base, layout.base_eval)]
-    init, offset = base, 0
+    init, offset = merged_weights(model), 0  # what the first stage trained from, as the run evaluated it
     for index, stage in enumerate(recipe.stages):
         stage_dir = layout.stage_dir(index, stage.name)
         if not (stage_dir / "done.json").exists():

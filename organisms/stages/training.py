@@ -114,8 +114,9 @@ def build_trainer(
     tokenizer = load_tokenizer(ctx.tokenizer_path)
     model = load_model(ctx.init_path, for_training=True)
     if hasattr(model, "merge_and_unload") and not continues_adapter(stage, ctx):
-        # an adapter given as base_model (a published organism): its merged weights are the start, as for
-        # any base; only the stage after a `merge_adapter: false` stage trains an adapter further
+        # an adapter as the start (the pipeline starts from merged_weights, so only a direct caller such as
+        # bench/ gets here): its merged weights are the start; only the stage after a `merge_adapter: false`
+        # stage trains an adapter further
         model = model.merge_and_unload()
         model.requires_grad_(True)
     settings = trainer_settings(stage, ctx, defaults)
