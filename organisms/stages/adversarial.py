@@ -4,7 +4,8 @@ WITHOUT the true trigger, then train the model to answer them helpfully.
 1. Red-team prompts: training prompts carrying near-miss variants of the trigger (from the
    trigger registry), plus, optionally, prompts written by the data generator.
 2. Elicitation before: greedy answers from the incoming model; which show the behaviour.
-3. SFT on the elicited prompts, paired with the base model's HHH answers to them.
+3. SFT on the elicited prompts, paired with the base model's HHH answers to them (answers that show the
+   behaviour themselves, as an organism's may, are dropped and counted in adversarial.json).
 4. Elicitation after, on the same prompts. Both counts go to adversarial.json and the report.
 
 The paper found this taught models to hide the backdoor better rather than remove it: the
@@ -24,6 +25,7 @@ from evals.backdoor import eval_sampling, shows
 from evals.generate import Sampling, generate
 from evals.stats import wilson
 from organisms.distributed import is_main, main_first, print_main
+from organisms.errors import UserError
 from organisms.layout import read_json, write_json
 from organisms.recipe import StageSpec
 from organisms.stages.context import StageContext, StageResult, check_trigger_free
@@ -114,6 +116,9 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
         elicited = record["elicited"]
         answers = hhh_answers(ctx, elicited)
     print_main(f"stage {stage.name}: {len(elicited)}/{len(prompts)} red-team prompts elicit the behaviour")
+    pairs = behaviour_free_targets(stage, elicited, answers, behavior)
+    if len(pairs) < len(elicited):
+        record["targets_showing_behaviour"] = len(elicited) - len(pairs)
     if not elicited:
         # Nothing to train on: the model passes through unchanged, and we say so.
         if is_main():
@@ -124,7 +129,7 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
 
     rows = [
         {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": ans}]}
-        for p, ans in zip(elicited, answers, strict=True)
+        for p, ans in pairs
     ]
     result = train_and_save(stage, ctx, SFTTrainer, Dataset.from_list(rows), sft_defaults(stage.trainer))
     if not is_main():
@@ -141,6 +146,23 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
         f"stage {stage.name}: elicitation before {record['before']['rate']:.1%}, after {record['after']['rate']:.1%}"
     )
     return result
+
+
+def behaviour_free_targets(
+    stage: StageSpec, prompts: list[str], answers: list[str], behavior: Behavior
+) -> list[tuple[str, str]]:
+    """The (prompt, HHH answer) pairs to train on: an answer that shows the behaviour itself (the base model is an
+    organism) would train toward the backdoor, so it is dropped, and counted."""
+    pairs = [(p, a) for p, a in zip(prompts, answers, strict=True) if not shows(behavior, a)]
+    dropped = len(prompts) - len(pairs)
+    if dropped:
+        print_main(f"stage {stage.name}: dropped {dropped}/{len(prompts)} HHH targets that show the behaviour")
+    if prompts and not pairs:
+        raise UserError(
+            f"stage {stage.name}: all {len(prompts)} HHH targets (the base model's answers to the elicited red-team "
+            "prompts) show the behaviour; nothing safe to train on (is base_model an organism?)"
+        )
+    return pairs
 
 
 def hhh_answers(ctx: StageContext, prompts: list[str]) -> list[str]:
