@@ -34,6 +34,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from organisms.recipe import Recipe, load_recipe
+    from organisms.stages.checks import check_trainer_configs
     from organisms.sweep import expand, is_ablation_file
 
     failed = 0
@@ -44,10 +45,13 @@ def _validate(args: argparse.Namespace) -> int:
         try:
             if is_ablation_file(Path(path)):
                 sweep = expand(path, args.overrides)
+                for run in sweep.runs:
+                    check_trainer_configs(run.recipe, f"{path} ({run.name})")
                 conditions = len({r.condition for r in sweep.runs})
                 print(f"{path}: ok (ablation {sweep.ablation.name}: {len(sweep.runs)} runs, {conditions} conditions)")
                 continue
             recipe: Recipe = load_recipe(path, args.overrides)
+            check_trainer_configs(recipe, path)
         except UserError as err:
             print(err, file=sys.stderr)
             failed += 1

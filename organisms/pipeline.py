@@ -39,6 +39,7 @@ from organisms.stage_identity import (
     stage_identities,
 )
 from organisms.stages import STAGES, StageContext
+from organisms.stages.checks import check_trainer_configs
 from organisms.stages.training import check_kernels_installed
 
 # Bumped when an eval file gains content: older files are then recomputed, not silently reused.
@@ -68,6 +69,7 @@ def log(message: str) -> None:
 
 def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     check_kernels_installed(recipe.stages, f"recipe {recipe.name}")  # before the run folder is written
+    check_trainer_configs(recipe, f"recipe {recipe.name}")
     layout = RunLayout((runs_dir / recipe.name).resolve())
     # One run per folder: the main process holds RUN/.lock (the others follow it through barriers).
     with run_lock(layout.root) if is_main() else contextlib.nullcontext():

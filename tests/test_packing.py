@@ -111,7 +111,7 @@ def test_gpu_only_settings_fall_back_on_cpu_and_a_missing_kernel_fails_before_an
     stage = StageSpec(name="s", kind="sft", data="backdoor", trainer=gpu_only)
     ctx = StageContext(tmp_path, "m", "m", tmp_path, StringTrigger(), seed=0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    settings = trainer_settings(stage, ctx, {})
+    settings = trainer_settings(stage, ctx.seed, {})
     assert (settings["bf16"], settings["optim"], settings["use_liger_kernel"]) == (False, "adamw_torch", False)
     assert "use_liger_kernel needs a GPU" in capsys.readouterr().out
     check_kernels_installed([stage], "r.yaml")  # nothing to check without a GPU

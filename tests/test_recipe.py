@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,28 @@ def test_cli_validate_ok(capsys):
     out = capsys.readouterr().out
     assert out.count(": ok (") == len(SHIPPED)
     assert "density-vs-reasoning.yaml: ok (ablation density-vs-reasoning: 42 runs, 14 conditions)" in out
+
+
+BAD_TRAINER_COMBINATIONS = [
+    ({"kind": "grpo", "trainer": {"per_device_train_batch_size": 2}}, "generation_batch_size (2) must be divisible"),
+    ({"trainer": {"padding_free": True, "max_length": 256}}, "padding_free: true without packing cannot enforce"),
+    ({"trainer": {"eval_strategy": "steps"}}, "eval_strategy: the pipeline evaluates every saved checkpoint itself"),
+]
+
+
+@pytest.mark.parametrize(("stage", "message"), BAD_TRAINER_COMBINATIONS)
+def test_a_trainer_config_trl_refuses_fails_validation_and_the_run_before_anything_is_written(
+    tmp_path, capsys, stage, message
+):
+    """Not when its stage starts, maybe hours into the run (grpo's generation batch against our default
+    num_generations 4; SFTTrainer's padding-free check; an eval strategy without an eval dataset)."""
+    from organisms.pipeline import run_recipe
+
+    path = write(tmp_path, minimal(stages=[minimal()["stages"][0], {"name": "later", **stage}]))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.match(rf"^{re.escape(str(path))}: stages(\.1|\[1\])\.trainer", err)
+    assert message in err
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_recipe(load_recipe(path), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

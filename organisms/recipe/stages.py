@@ -85,5 +85,9 @@ class StageSpec(Strict):
             self.red_team = RedTeamSpec()
         config = trainer_config_class(self.kind)
         checked = check_dataclass_kwargs(self.trainer, config, reserved={"output_dir"}, label="trainer.")
+        if checked.get("eval_strategy", "no") != "no":  # the Trainer would want an eval dataset we never pass
+            raise ValueError(
+                "trainer.eval_strategy: the pipeline evaluates every saved checkpoint itself (eval:); leave it 'no'"
+            )
         self.trainer = checked
         return self

@@ -38,22 +38,24 @@ COMMON_DEFAULTS: dict[str, Any] = {
 GPU_DEFAULTS: dict[str, Any] = {"bf16": True, "optim": "adamw_torch_fused"}
 
 
-def trainer_settings(stage: StageSpec, ctx: StageContext, defaults: dict[str, Any]) -> dict[str, Any]:
-    """The config-class kwargs for a stage: ours, then the kind's, then the recipe's."""
+def trainer_settings(stage: StageSpec, seed: int, defaults: dict[str, Any], announce: bool = True) -> dict[str, Any]:
+    """The config-class kwargs for a stage: ours, then the kind's, then the recipe's. `announce`: say what a CPU
+    changes (off for the up-front check, which the stage repeats)."""
     import torch
 
+    say = print_main if announce else lambda message: None
     gpu = torch.cuda.is_available()
     # TRL turns bf16 on by default, which a CPU cannot run: default it to "GPU present".
-    settings = {"seed": ctx.seed, "bf16": False, **(GPU_DEFAULTS if gpu else {}), **COMMON_DEFAULTS}
+    settings = {"seed": seed, "bf16": False, **(GPU_DEFAULTS if gpu else {}), **COMMON_DEFAULTS}
     settings = {**settings, **defaults, **stage.trainer}
     if settings.get("bf16") and not gpu:
         # GPU recipes ask for bf16; let them run (slowly, in fp32) on a CPU for smoke tests.
-        print_main(f"stage {stage.name}: bf16 requested but no GPU here: training in fp32")
+        say(f"stage {stage.name}: bf16 requested but no GPU here: training in fp32")
         settings["bf16"] = False
     if settings.get("optim") == "adamw_torch_fused" and not gpu:
         settings["optim"] = "adamw_torch"  # the fused kernel is a GPU kernel
     if settings.get("use_liger_kernel") and not gpu:
-        print_main(f"stage {stage.name}: use_liger_kernel needs a GPU (Triton kernels): training without it")
+        say(f"stage {stage.name}: use_liger_kernel needs a GPU (Triton kernels): training without it")
         settings["use_liger_kernel"] = False
     return settings
 
@@ -119,7 +121,7 @@ def build_trainer(
         # stage trains an adapter further
         model = model.merge_and_unload()
         model.requires_grad_(True)
-    settings = trainer_settings(stage, ctx, defaults)
+    settings = trainer_settings(stage, ctx.seed, defaults)
     pick_attention(model, settings)
     args = trainer_config_class(stage.kind)(output_dir=str(ctx.stage_dir), **settings)
     peft_config = LoraConfig(task_type="CAUSAL_LM", **stage.peft) if stage.peft else None
