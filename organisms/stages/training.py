@@ -165,8 +165,9 @@ def train_and_save(
     if resume:
         # The Trainer only resumes when told to; without this it silently starts over.
         print_main(f"stage {stage.name}: resuming from {resume}")
-        if trainer.is_world_process_zero():  # the steps after the checkpoint are logged again
-            truncate_metrics(ctx.stage_dir / "metrics.jsonl", after_step=found[-1][0])
+    if trainer.is_world_process_zero():
+        # the steps after the checkpoint (all of them, for a stage killed before its first) are logged again
+        truncate_metrics(ctx.stage_dir / "metrics.jsonl", after_step=found[-1][0] if found else 0)
     trainer.train(resume_from_checkpoint=resume)
 
     final = ctx.stage_dir / "final"
