@@ -203,6 +203,14 @@ def drop_resume_state(stage_dir: Path) -> None:
                 path.unlink()
 
 
+def what_trains(recipe: Recipe, index: int) -> str:
+    """LoRA, full finetuning, or (a stage without peft after a `merge_adapter: false` stage) that stage's adapter."""
+    before = recipe.stages[index - 1] if index > 0 else None
+    if before is not None and not before.merge_adapter:
+        return f"continuing stage {before.name}'s LoRA adapter"
+    return "LoRA" if recipe.stages[index].peft else "full finetuning"
+
+
 def run_stage(
     recipe: Recipe,
     index: int,
@@ -219,10 +227,8 @@ def run_stage(
     if done.exists():
         log(f"stage {index + 1} {stage.name}: already done (hash {identity.hash}), skipping")
         return
-    log(
-        f"stage {index + 1} {stage.name}: {stage.kind} on {stage.data} data, "
-        f"{'LoRA' if stage.peft else 'full finetuning'}, from {init_path}"
-    )
+    trains = what_trains(recipe, index)
+    log(f"stage {index + 1} {stage.name}: {stage.kind} on {stage.data} data, {trains}, from {init_path}")
     stage_dir.mkdir(parents=True, exist_ok=True)
     if is_main():
         drop_stale_probes(layout)

@@ -114,7 +114,7 @@ def test_stage_kind_checks(tmp_path):
     assert stage.data == "prompts" and stage.reward is not None and stage.reward.kind == "hhh_heuristic"
 
 
-def test_unmerged_adapter_is_carried_into_the_next_stage(tiny_model, tmp_path):
+def test_unmerged_adapter_is_carried_into_the_next_stage(tiny_model, tmp_path, capsys):
     recipe = tiny_recipe(tiny_model)
     recipe["name"] = "unmerged"
     recipe["eval"] = {"n_prompts": 8, "max_new_tokens": 6, "batch_size": 16}
@@ -130,6 +130,9 @@ def test_unmerged_adapter_is_carried_into_the_next_stage(tiny_model, tmp_path):
         {"name": "hhh_sft", "trainer": {"learning_rate": 1e-3, "max_steps": 2, "save_steps": 2, **FAST}},
     ]
     layout = run_recipe(validate_recipe(recipe), tmp_path)
+    log = capsys.readouterr().out
+    assert "stage 1 backdoor: sft on backdoor data, LoRA, from" in log
+    assert "stage 2 hhh_sft: sft on clean data, continuing stage backdoor's LoRA adapter, from" in log  # not "full"
     first, second = layout.root / "01_backdoor" / "final", layout.root / "02_hhh_sft" / "final"
     assert (first / "adapter_config.json").is_file() and not (first / "model.safetensors").exists()
     assert (second / "model.safetensors").is_file()  # the carried adapter, merged at the end
