@@ -128,6 +128,10 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
         stage_dir = layout.stage_dir(index, stage.name)
         run_stage(recipe, index, stage_dir, identity, init_path, model, layout, trigger)
         key = fingerprint(identity.hash, eval_key)
+        if index == 0 and start != model.path:
+            # an adapter base: stage 1's checkpoints are evaluated on its merged weights; evals written before
+            # that (on the clean base the adapter sits on) are redone
+            key = fingerprint(key, "adapter-base-merged")
         for step, folder in checkpoints(stage_dir):
             load = functools.partial(load_checkpoint, folder, init_path)
             evaluate(load, layout.eval_file(stage.name, step), key, f"{stage.name} step {step}")

@@ -294,6 +294,7 @@ def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organi
     from peft import PeftModel
 
     import organisms.pipeline as pipeline
+    from organisms.hashing import fingerprint
     from organisms.models import load_model, load_tokenizer
     from organisms.stages import training
 
@@ -324,6 +325,16 @@ def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organi
     right = PeftModel.from_pretrained(load_model(str(adapter)), str(checkpoint)).merge_and_unload()
     assert torch.allclose(step_1, logits(right, tokenizer), atol=1e-5)  # organism + the new adapter
     assert not torch.allclose(step_1, organism, atol=1e-4)  # (the new adapter did move it)
+    # a folder evaluated before this fix (on the clean base): its stage evals are redone, the stage kept
+    evals = sorted((root / "evals" / "hhh").glob("*.json"))
+    validated = validate_recipe(recipe)
+    protocol = pipeline.protocol_key(validated, pipeline.capability_questions(validated))
+    unmarked = fingerprint(json.loads((root / "01_hhh" / "done.json").read_text())["hash"], protocol)
+    for path in evals:
+        path.write_text(json.dumps({**json.loads(path.read_text()), "key": unmarked}))
+    evaluated.clear()
+    run_recipe(validate_recipe(recipe), tmp_path)
+    assert len(evaluated) == len(evals) and all(json.loads(p.read_text())["key"] != unmarked for p in evals)
 
     trainers = []
 
