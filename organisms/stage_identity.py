@@ -90,6 +90,12 @@ def stage_hashes(recipe: Recipe, data: str) -> list[str]:
     return [identity.hash for identity in stage_identities(recipe, data)]
 
 
+def is_neutral(field: str) -> bool:
+    """Whether a dotted stage field (`trainer.logging_steps`) is a result-neutral trainer setting."""
+    section, _, key = field.partition(".")
+    return section == "trainer" and key in RESULT_NEUTRAL_TRAINER
+
+
 def without_neutral(config: dict[str, Any]) -> dict[str, Any]:
     trainer = {k: v for k, v in config.get("trainer", {}).items() if k not in RESULT_NEUTRAL_TRAINER}
     return {**config, "trainer": trainer}
@@ -135,7 +141,8 @@ def what_changed(marker: dict[str, Any], identity: StageIdentity, index: int) ->
     before the parts were recorded."""
     if "config" not in marker:
         return ""
-    fields = changed_fields(marker["config"], identity.config)
+    # logging settings alone never refuse, so they are never the reason (they may have changed beside it)
+    fields = [f for f in changed_fields(marker["config"], identity.config) if not is_neutral(f[0])]
     if fields:
         shown = ", ".join(f"stages.{index}.{name}: {old!r} -> {new!r}" for name, old, new in fields[:3])
         return f" ({shown}{', ...' if len(fields) > 3 else ''})"

@@ -195,9 +195,10 @@ def test_a_change_of_logging_alone_keeps_finished_stages_and_their_evals(finishe
     assert stamps == {p: p.stat().st_mtime_ns for p in (run / "evals").rglob("*.json")}  # nothing re-evaluated
     # a change that trains differently is still refused, and the message names it among the logging changes
     assert main(["run", str(path), *quieter, "stages.1.trainer.learning_rate=0.5"]) == 2
-    assert "(stages.1.trainer.learning_rate: 0.001 -> 0.5, stages.1.trainer.logging_steps: 5 -> 2)" in (
-        capsys.readouterr().err
-    )
+    assert "(stages.1.trainer.learning_rate: 0.001 -> 0.5);" in capsys.readouterr().err  # logging is never the reason
+    # nor when the change is upstream: the data's, not the logging setting changed beside it
+    assert main(["run", str(path), *quieter, "data.trigger_fraction=0.25"]) == 2
+    assert "configuration (the data, the base model or a stage before it changed)" in capsys.readouterr().err
     # markers from before the parts were kept: the same configuration is still done, a logging change refused
     for done in run.glob("0*/done.json"):
         old = json.loads(done.read_text())
@@ -315,6 +316,21 @@ def test_a_second_run_in_a_run_folder_fails_at_once_naming_the_first(finished_ru
         holder.wait()
     assert running_holder(run) is None  # the lock goes with its process: a killed run leaves none behind
     assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+
+
+def test_a_run_starting_while_a_sweep_looks_at_its_lock_waits_for_the_look_rather_than_failing(tmp_path):
+    import fcntl
+    import threading
+
+    from organisms.run_lock import run_lock
+
+    (tmp_path / ".lock").write_text("{}")
+    look = (tmp_path / ".lock").open("r")
+    fcntl.flock(look, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what running_holder holds for an instant
+    threading.Timer(0.5, lambda: fcntl.flock(look, fcntl.LOCK_UN)).start()
+    with run_lock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == __import__("os").getpid()
+    look.close()
 
 
 def test_an_eval_is_reused_only_on_its_own_prompts():
