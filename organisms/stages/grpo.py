@@ -40,14 +40,15 @@ def reward_function(spec: RewardSpec) -> Any:
     return resolve_model(str(spec.model)).path
 
 
-def reward_fingerprint(spec: RewardSpec) -> str | None:
+def reward_fingerprint(spec: RewardSpec, helpers: bool = True) -> str | None:
     """What a reward adds to its stage's hash beyond its name: for a function, the source of the module the
     recipe names (and of the module that defined it, when that is another one: a re-export or a factory), then
     of the local helper modules they import (see `local_imports`); for a local reward-model folder, its
     fingerprint. An edited reward then makes a finished run folder refuse, as any other change of configuration
     does, rather than pass for done. None for the shipped heuristic (our code) and for hub ids (offline, the id
     is all there is to go on). Files the reward reads are not covered. Importing the function here also makes a
-    typo fail when the run starts rather than when the RL stage does."""
+    typo fail when the run starts rather than when the RL stage does. `helpers=False`: as stage markers recorded it
+    before helper modules were followed."""
     if spec.kind == "function":
         function = reward_function(spec)
         named = str(spec.function).partition(":")[0]
@@ -58,8 +59,8 @@ def reward_fingerprint(spec: RewardSpec) -> str | None:
                 sources.append(inspect.getsource(sys.modules[name]))
             except (KeyError, OSError, TypeError):  # built in, or defined where no source is kept
                 continue
-        helpers = local_imports(list(modules))
-        sources += [helpers[name] for name in sorted(helpers) if name not in modules]
+        found = local_imports(list(modules)) if helpers else {}
+        sources += [found[name] for name in sorted(found) if name not in modules]
         return fingerprint(*sources) if sources else None
     if spec.kind == "model" and Path(str(spec.model)).expanduser().is_dir():
         from organisms.models import resolve_model
