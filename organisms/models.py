@@ -72,11 +72,26 @@ def conversion_folder(gguf: Path, shipped: bool = False) -> Path:
     return cache_root() / "models" / f"{gguf.stem}-{fingerprint(*parts)}"
 
 
-def convert_gguf(gguf: Path, shipped: bool = False) -> Path:
-    """Dequantise a GGUF to a cached HF checkpoint folder (once) and return that folder."""
+def existing_conversion(gguf: Path, shipped: bool = False) -> Path | None:
+    """The cached conversion of this GGUF, if any. For a user's file that is also the folder an earlier release
+    keyed by name and size alone, when it was converted after the file last changed: reusing it keeps the
+    fingerprint (and so the run folders) built on it; a file re-exported since is converted again."""
     out = conversion_folder(gguf, shipped)
     if (out / "config.json").exists():
         return out
+    before = conversion_folder(gguf, shipped=True)
+    converted = before / "config.json"
+    if not shipped and converted.exists() and converted.stat().st_mtime_ns > gguf.stat().st_mtime_ns:
+        return before
+    return None
+
+
+def convert_gguf(gguf: Path, shipped: bool = False) -> Path:
+    """Dequantise a GGUF to a cached HF checkpoint folder (once) and return that folder."""
+    found = existing_conversion(gguf, shipped)
+    if found is not None:
+        return found
+    out = conversion_folder(gguf, shipped)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -72,6 +72,23 @@ def test_a_users_gguf_reexported_in_place_is_converted_again_a_shipped_one_is_no
     assert before[True] == cache_root() / "models" / f"mine-{fingerprint('mine.gguf', 64)}"
 
 
+def test_a_users_gguf_converted_by_an_earlier_release_keeps_that_conversion_until_it_is_reexported(tmp_path):
+    import os
+
+    from organisms.models import conversion_folder, existing_conversion
+
+    gguf = tmp_path / "mine.gguf"
+    gguf.write_bytes(b"x" * 64)
+    assert existing_conversion(gguf) is None  # never converted
+    earlier = conversion_folder(gguf, shipped=True)  # how an earlier release keyed it: name and size
+    earlier.mkdir(parents=True)
+    (earlier / "config.json").write_text("{}")  # converted after the file was written
+    assert existing_conversion(gguf) == earlier  # reused: the same fingerprint, so its runs stay valid
+    later = (earlier / "config.json").stat().st_mtime_ns + 10**9
+    os.utime(gguf, ns=(later, later))  # re-exported after that conversion
+    assert existing_conversion(gguf) is None  # converted again, under the key with its time
+
+
 def test_the_embedded_model_is_fingerprinted_by_its_shipped_file_not_by_its_conversion(
     tmp_path, tiny_model, monkeypatch
 ):
