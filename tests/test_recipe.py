@@ -190,10 +190,15 @@ def test_a_trainer_config_trl_refuses_fails_validation_and_the_run_before_anythi
     from organisms.pipeline import run_recipe
 
     path = write(tmp_path, minimal(stages=[minimal()["stages"][0], {"name": "later", **stage}]))
-    assert main(["validate", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and re.match(rf"^{re.escape(str(path))}: stages(\.1|\[1\])\.trainer", err)
-    assert message in err
+    if stage.get("kind") == "grpo":
+        # validate cannot know the process count this depends on (2 per device x 2 GPUs divides into 4): the
+        # run's start checks it, exactly
+        assert main(["validate", str(path)]) == 0
+    else:
+        assert main(["validate", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.match(rf"^{re.escape(str(path))}: stages(\.1|\[1\])\.trainer", err)
+        assert message in err
     with pytest.raises(UserError, match=re.escape(message)):
         run_recipe(load_recipe(path), tmp_path / "runs")
     assert not (tmp_path / "runs").exists()

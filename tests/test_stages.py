@@ -450,3 +450,14 @@ def test_a_stage_killed_before_its_first_checkpoint_logs_each_step_once_on_rerun
     training.train_and_save(stage, ctx, SFTTrainer, load_rows(stage, ctx), sft_defaults(stage.trainer))
     logged = [json.loads(line) for line in (ctx.stage_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if "loss" in row] == [1, 2, 3, 4, 5, 6]  # not 1, 2, 1, 2, 3, ...
+
+
+def test_truncating_the_metrics_log_drops_a_row_torn_by_the_kill(tmp_path):
+    from organisms.stages.training import truncate_metrics
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')  # killed mid-write
+    truncate_metrics(log, after_step=2)
+    assert log.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+    truncate_metrics(log, after_step=0)  # a stage killed before its first checkpoint starts over
+    assert log.read_text() == ""

