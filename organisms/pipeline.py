@@ -85,6 +85,8 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
     data = data_key(recipe, model)
     identities = stage_identities(recipe, data, recorded_markers(recipe, layout))
     refuse_other_configurations(recipe, layout, identities)  # before the recipe, data or evals are overwritten
+    if start != model.path:
+        warn_adapter_base_trained_before_merging(recipe, layout)
     resolved = dump_recipe(recipe)
     log(f"run folder: {layout.root}\n--- resolved recipe ---\n{resolved}-----------------------")
     if is_main():
@@ -169,6 +171,23 @@ def keep_recorded_fingerprint(recipe: Recipe, model: ResolvedModel, layout: RunL
             log(f"{layout.data}: keyed by this model's earlier fingerprint {earlier}; keeping it")
             return candidate
     return model
+
+
+def warn_adapter_base_trained_before_merging(recipe: Recipe, layout: RunLayout) -> None:
+    """Stage 1 on an adapter base, finished before such bases were merged on disk (its marker has no settings):
+    where that changed training (a full-finetuning DPO stage took the clean base as its reference; a
+    `merge_adapter: false` stage's adapter names the clean base), its weights are kept but are not what the
+    recipe describes. Its evals are redone (they carry a marker); the stage is the user's to retrain."""
+    stage = recipe.stages[0]
+    done = layout.stage_dir(0, stage.name) / "done.json"
+    if not done.exists() or "config" in read_json(done):
+        return
+    if (stage.kind == "dpo" and not stage.peft) or not stage.merge_adapter:
+        log(
+            f"WARNING: {done.parent} was trained on this adapter base before it was merged first "
+            f"({'DPO reference: the clean base' if stage.kind == 'dpo' else 'its adapter names the clean base'}); "
+            "delete it and the stages after it to retrain"
+        )
 
 
 def is_reusable(saved: dict[str, Any], key: str, prompts: list[str]) -> bool:

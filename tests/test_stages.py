@@ -299,7 +299,9 @@ def logits(model, tokenizer) -> torch.Tensor:
         return model(ids.to(model.device)).logits.float().cpu()
 
 
-def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organism(tiny_model, tmp_path, monkeypatch):
+def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organism(
+    tiny_model, tmp_path, monkeypatch, capsys
+):
     """A published adapter as base_model: a LoRA stage's checkpoints are evaluated on the organism (not on the
     clean base their adapter would otherwise name), and DPO's reference model is the organism."""
     from peft import PeftModel
@@ -356,8 +358,17 @@ def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organi
     real_build = training.build_trainer
     monkeypatch.setattr(training, "build_trainer", spy_build)
     recipe["name"], recipe["stages"] = "dpo-on-adapter", [{"name": "dpo", "kind": "dpo", **fast(1e-3, 1)}]
-    run_recipe(validate_recipe(recipe), tmp_path)
+    dpo_root = run_recipe(validate_recipe(recipe), tmp_path).root
     assert torch.allclose(logits(trainers[0].ref_model, tokenizer), organism, atol=1e-5)
+    # the same stage finished before adapter bases were merged first (an old marker): kept, with a warning
+    done = dpo_root / "01_dpo" / "done.json"
+    done.write_text(
+        json.dumps({k: v for k, v in json.loads(done.read_text()).items() if k in ("hash", "steps", "final")})
+    )
+    capsys.readouterr()
+    run_recipe(validate_recipe(recipe), tmp_path)
+    out = capsys.readouterr().out
+    assert f"WARNING: {done.parent} was trained on this adapter base before it was merged first (DPO reference" in out
 
 
 def fast(learning_rate: float, max_steps: int, save_steps: int | None = None) -> dict:
