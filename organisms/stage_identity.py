@@ -67,7 +67,7 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
     for index, stage in enumerate(recipe.stages):
         grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
         reward = reward_fingerprint(stage.reward) if stage.reward is not None else None
-        extra = [*([ANSWER_AFTER_SCRATCHPAD] if grades else []), *([reward] if reward else [])]
+        extra = extras(grades, reward)
         config = json.loads(json.dumps(stage.model_dump(), default=str))  # as the marker keeps it; same hash
         identity = StageIdentity(
             hash=fingerprint(config, upstream, recipe.seed, *extra),
@@ -82,13 +82,17 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
             identity = StageIdentity(marker["hash"], config, upstream, identity.rest)
         elif marker is not None and marker["hash"] != identity.hash and "config" not in marker and stage.reward:
             # a marker from before the reward hash followed helper modules: the same reward, hashed as it was then
-            old = reward_fingerprint(stage.reward, helpers=False)
-            then = [*([ANSWER_AFTER_SCRATCHPAD] if grades else []), *([old] if old else [])]
+            then = extras(grades, reward_fingerprint(stage.reward, helpers=False))
             if fingerprint(config, upstream, recipe.seed, *then) == marker["hash"]:
                 identity = StageIdentity(marker["hash"], config, upstream, fingerprint(recipe.seed, *then))
         identities.append(identity)
         upstream = identity.hash
     return identities
+
+
+def extras(grades: bool, reward: str | None) -> list[str]:
+    """What a stage's hash takes beyond its settings, upstream and seed: the grading marker, the reward's content."""
+    return [*([ANSWER_AFTER_SCRATCHPAD] if grades else []), *([reward] if reward else [])]
 
 
 def stage_hashes(recipe: Recipe, data: str) -> list[str]:

@@ -37,11 +37,9 @@ def check_trainer_configs(recipe: Recipe, where: str, processes_known: bool = Tr
                 warnings.simplefilter("ignore", FutureWarning)
                 trainer_config_class(stage.kind)(output_dir=output_dir, **settings)
             check_padding_free(stage.kind, settings)
-        except ValueError as err:
+        except (ValueError, ImportError, TypeError) as err:  # ImportError: e.g. `deepspeed:` without deepspeed
             if not processes_known and stage.kind == "grpo" and "num_generations" in str(err):
                 continue
-            raise UserError(f"{where}: stages.{i}.trainer: {' '.join(str(err).split())}") from None
-        except (ImportError, TypeError) as err:  # e.g. a `deepspeed:` config where deepspeed is not installed
             raise UserError(f"{where}: stages.{i}.trainer: {' '.join(str(err).split())}") from None
 
 
