@@ -39,6 +39,8 @@ def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
     data = recipe.data.model_dump()
     if not data["paired"]:
         del data["paired"]  # added later: unpaired data keeps the key it always had
+    if data["generator"]["system_turn"]:
+        del data["generator"]["system_turn"]  # added later too
     parts = [DATA_FORMAT, data, recipe.trigger.key(), recipe.behavior.model_dump()]
     parts += [recipe.seed, model.fingerprint]
     shipped = recipe.behavior.build().fingerprint()  # e.g. the coding tasks' solutions
@@ -77,7 +79,9 @@ def make_backend(spec: GeneratorSpec, base: ResolvedModel) -> Backend:
         from data_gen.backends.openai import OpenAIBackend
 
         assert spec.base_url and spec.model  # checked by the schema
-        return OpenAIBackend(spec.base_url, spec.model, spec.api_key_env, concurrency=spec.concurrency)
+        return OpenAIBackend(
+            spec.base_url, spec.model, spec.api_key_env, concurrency=spec.concurrency, system_turn=spec.system_turn
+        )
     from data_gen.backends.local import LocalBackend
 
     return LocalBackend(resolve_model(spec.model) if spec.model else base, batch_size=spec.batch_size)

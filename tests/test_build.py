@@ -249,6 +249,10 @@ def test_data_key_without_a_local_generator_is_unchanged(key, data):
 
     recipe = validate_recipe({"name": "k", "behavior": {"density": 3}, "data": data}, schema=DataRecipe)
     assert build_module.data_key(recipe, ResolvedModel("m", "m", "fp")) == key
+    # generator.system_turn, added later, keeps these keys at its default and changes them when set
+    data = {**data, "generator": {**data.get("generator", {}), "system_turn": False}}
+    other = validate_recipe({"name": "k", "behavior": {"density": 3}, "data": data}, schema=DataRecipe)
+    assert build_module.data_key(other, ResolvedModel("m", "m", "fp")) != key
 
 
 def test_data_key_follows_a_local_generator_retrained_in_place(tiny_model, tmp_path):

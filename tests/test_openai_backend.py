@@ -149,6 +149,14 @@ def test_answers_in_input_order_with_expected_body(server: FakeServer) -> None:
     assert "repetition_penalty" not in body
 
 
+def test_without_a_system_turn_the_instructions_open_the_first_user_turn(server: FakeServer) -> None:
+    plain = backend(server)
+    merged = backend(server, system_turn=False)  # a served model whose template has no system role
+    assert merged.chat(convs("hi"), PARAMS) == ["BE BRIEF\n\nHI"]
+    assert server.seen[0].body["messages"] == [{"role": "user", "content": "be brief\n\nhi"}]
+    assert plain.identity != merged.identity and plain.identity == "openai:" + server.url.rstrip("/") + ":fake-model"
+
+
 def test_empty_stop_is_not_sent(server: FakeServer) -> None:
     assert backend(server).chat(convs("hi"), GenParams()) == ["HI"]
     assert "stop" not in server.seen[0].body

@@ -20,6 +20,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from data_gen.backends.base import Conversation, GenParams, OnResult
+from evals.generate import merge_system_turn
 from organisms.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class OpenAIBackend:
         max_retries: int = 6,
         timeout_s: float = 120,
         backoff_s: float = 1.0,
+        system_turn: bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise UserError(f"OpenAI backend base_url must start with http:// or https://, got {base_url!r}")
@@ -77,6 +79,9 @@ class OpenAIBackend:
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
+        # False: a served model whose chat template has no system role (Gemma, strict-alternation Mistral) gets
+        # the system text at the start of the first user turn, as the local backend does by itself
+        self.system_turn = system_turn
         self._url = base_url.rstrip("/") + "/chat/completions"
         # Kept private and out of __repr__: only the variable's name is ever shown.
         self._api_key = os.environ.get(api_key_env) if api_key_env else None
@@ -90,7 +95,8 @@ class OpenAIBackend:
     @property
     def identity(self) -> str:
         """Backend, server and model, for cache keys (the key is deliberately not part of it)."""
-        return f"openai:{self.base_url.rstrip('/')}:{self.model}"  # .../v1 and .../v1/ are one server
+        served = f"openai:{self.base_url.rstrip('/')}:{self.model}"  # .../v1 and .../v1/ are one server
+        return served if self.system_turn else f"{served}:no-system-turn"  # other requests, other answers
 
     def chat(
         self, conversations: list[Conversation], params: GenParams, on_result: OnResult | None = None
@@ -163,7 +169,7 @@ class OpenAIBackend:
     def _body(self, conversation: Conversation, params: GenParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": conversation,
+            "messages": conversation if self.system_turn else merge_system_turn(conversation),
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,

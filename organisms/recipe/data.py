@@ -166,6 +166,11 @@ class GeneratorSpec(Strict):
     base_url: str | None = Field(None, description="openai: e.g. http://localhost:8000/v1 (vLLM, TGI, ...)")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
     concurrency: int = Field(8, ge=1, description="openai: requests in flight")
+    system_turn: bool = Field(
+        True,
+        description="openai: false puts the generator's instructions at the start of the first user turn, for a "
+        "served model whose chat template has no system role (the local backend detects that itself)",
+    )
     batch_size: int = Field(16, ge=1, description="local: prompts per generate() batch")
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.7, ge=0)
