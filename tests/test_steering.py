@@ -111,7 +111,8 @@ def test_fields_added_later_leave_keys_and_run_names_alone_until_set(tiny_model)
     plain_dump = plain.model_dump(mode="json")
     keyed = plain.key_dump(mode="json")
     assert "steer" in plain_dump["eval"] and "steer" not in keyed["eval"]
-    del plain_dump["eval"]["steer"]
+    assert "system_turn" in plain_dump["data"]["generator"] and "system_turn" not in keyed["data"]["generator"]
+    del plain_dump["eval"]["steer"], plain_dump["data"]["generator"]["system_turn"]
     assert keyed == plain_dump  # every other field as before: old eval keys and sweep names hold
     with_probes = validate_recipe({**cot_recipe(tiny_model), "probes": {"n_null": 10}})
     assert "deception" not in with_probes.key_dump()["probes"]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from organisms.errors import UserError
-from organisms.recipe.base import Strict
+from organisms.recipe.base import KEYED_WHEN_SET, Strict
 
 
 class TriggerSpec(Strict):
@@ -170,6 +170,7 @@ class GeneratorSpec(Strict):
         True,
         description="openai: false puts the generator's instructions at the start of the first user turn, for a "
         "served model whose chat template has no system role (the local backend detects that itself)",
+        json_schema_extra=KEYED_WHEN_SET,  # added later: sweeps keep their run names while it is unset
     )
     batch_size: int = Field(16, ge=1, description="local: prompts per generate() batch")
     max_new_tokens: int = Field(256, ge=1)
