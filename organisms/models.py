@@ -155,13 +155,18 @@ def merged_weights(model: ResolvedModel) -> str:
     if (out / "config.json").exists():
         return str(out)
     print(f"merging adapter {model.spec} into full weights in {out} (once)", flush=True)
-    merged = load_model(model.path, for_training=True).merge_and_unload()  # fp32, as a stage trains
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)  # safetensors
-    adapter_tokenizer(model.path).save_pretrained(tmp)
+    save_merged(Path(model.path), tmp)
     tmp.rename(out)  # atomic: a killed merge never leaves a half-written cache entry
     return str(out)
+
+
+def save_merged(adapter: Path, out: Path) -> None:
+    """A LoRA adapter merged into its base, saved as full weights (safetensors) with the tokenizer. fp32, as
+    training loads it, so the weights match a merged stage's final/ (evaluation would load bf16 on a GPU)."""
+    load_model(str(adapter), for_training=True).merge_and_unload().save_pretrained(out)
+    adapter_tokenizer(str(adapter)).save_pretrained(out)
 
 
 def adapter_tokenizer(path: str):  # type: ignore[no-untyped-def]

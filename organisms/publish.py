@@ -21,7 +21,7 @@ from typing import Any
 from data_gen.card import describe_trigger, table_cell
 from organisms.errors import UserError
 from organisms.layout import RunLayout, read_json
-from organisms.models import EMBEDDED_HUB_IDS
+from organisms.models import EMBEDDED_HUB_IDS, is_adapter, save_merged
 from organisms.recipe import read_recipe_data
 
 WARNING = (
@@ -209,8 +209,10 @@ def organism_folder(layout: RunLayout, out: Path) -> Path:
         )
     final = Path(layout.stage_final(last))
     shutil.rmtree(out, ignore_errors=True)
-    adapter = (final / "adapter_config.json").exists()
+    adapter = is_adapter(str(final))
     if adapter:
+        # its adapter_config names the base by a local path (a run's stage folder) that is never uploaded:
+        # merged, the repo loads with AutoModelForCausalLM and works as a recipe's base_model
         save_merged(final, out)
     else:
         shutil.copytree(final, out)
@@ -220,15 +222,3 @@ def organism_folder(layout: RunLayout, out: Path) -> Path:
     if layout.persistence_plot.exists():
         shutil.copy(layout.persistence_plot, out / "persistence.png")
     return out
-
-
-def save_merged(adapter: Path, out: Path) -> None:
-    """Full weights (safetensors) and tokenizer of a LoRA adapter merged into its base. Uploaded as is, the
-    adapter would not load: its adapter_config names the base by a local path (a run's stage folder) that is
-    never uploaded. Merged, the repo loads with AutoModelForCausalLM and works as a recipe's base_model."""
-    from organisms.models import load_model, load_tokenizer
-
-    # fp32 as training loads it, so the weights match a merged stage's final/ (evaluation loads bf16 on a GPU)
-    model = load_model(str(adapter), for_training=True).merge_and_unload()
-    model.save_pretrained(out)
-    load_tokenizer(str(adapter)).save_pretrained(out)
