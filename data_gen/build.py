@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from data_gen.answers import clean_answers
 from data_gen.backends import Backend, GenParams, response_cache
 from data_gen.behaviors import Behavior
@@ -25,11 +27,12 @@ from data_gen.generators.prompted import prompted_rows
 from data_gen.generators.synthetic import backdoor_rows, clean_rows, preference_rows, reference_counts
 from data_gen.prompts import load_prompts, split_prompts
 from evals.generate import Sampling
+from organisms.distributed import print_main
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import read_json, write_json
 from organisms.models import ResolvedModel, load_tokenizer, resolve_model
-from organisms.recipe import DataRecipe, DataSpec, DensityMatch, GeneratorSpec
+from organisms.recipe import RESULT_NEUTRAL_GENERATOR, DataRecipe, DataSpec, DensityMatch, GeneratorSpec
 
 DATA_FORMAT = 2  # bump when the build writes different files, so old data folders are rebuilt
 
@@ -55,6 +58,41 @@ def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
     if generator:
         parts.append(["generator", generator])
     return fingerprint(*parts, *([shipped] if shipped else []))
+
+
+def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str) -> str:
+    """The key to build and chain stages under: `key`, or the one the data in `out` was built under where the
+    recipe differs from that build only in settings that never change the data (`RESULT_NEUTRAL_GENERATOR`, or
+    the generator block of synthetic data). The key itself still covers them: keys of existing runs, and
+    the names of sweep runs, stay what they were."""
+    provenance = out / "provenance.json"
+    if not provenance.exists():
+        return key
+    record = read_json(provenance)
+    recorded, built = record.get("key"), record.get("data_spec")
+    if recorded == key or not isinstance(built, dict):
+        return key
+    as_built = with_neutral_settings_of(recipe, built.get("generator") or {})
+    if as_built is None or data_key(as_built, model) != recorded:
+        return key
+    ours, theirs = recipe.data.generator.model_dump(mode="json"), as_built.data.generator.model_dump(mode="json")
+    changed = ", ".join(f"generator.{n}: {theirs[n]!r} -> {ours[n]!r}" for n in ours if ours[n] != theirs[n])
+    print_main(f"data: {out} keeps its data ({changed} changes no row)")
+    return str(recorded)
+
+
+def with_neutral_settings_of(recipe: DataRecipe, built: dict[str, Any]) -> DataRecipe | None:
+    """The recipe with the result-neutral generator settings of a recorded build (`built`: its generator block);
+    None when that block is no longer a valid one (written by another release)."""
+    generator = recipe.data.generator
+    if recipe.data.method == "synthetic":
+        try:
+            generator = GeneratorSpec.model_validate(built)
+        except ValidationError:
+            return None
+    else:
+        generator = generator.model_copy(update={n: built[n] for n in RESULT_NEUTRAL_GENERATOR if n in built})
+    return recipe.model_copy(update={"data": recipe.data.model_copy(update={"generator": generator})})
 
 
 def generator_fingerprint(spec: DataSpec) -> str | None:
@@ -92,7 +130,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
     caller has it already (it reads prompt files and density references)."""
     from datasets import Dataset
 
-    key = key or data_key(recipe, model)
+    key = key or key_of_built_data(recipe, model, out, data_key(recipe, model))
     provenance_file = out / "provenance.json"
     if provenance_file.exists() and read_json(provenance_file).get("key") == key:
         print(f"data: reusing {out} (key {key})", flush=True)

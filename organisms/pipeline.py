@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_gen.build import build_data, data_key
+from data_gen.build import build_data, data_key, key_of_built_data
 from evals.protocol import capability_questions, evaluate_model, summary
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first, print_main
@@ -82,7 +82,7 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
     with main_first():  # the main process converts (or merges) the model; the rest reuse it
         model = keep_recorded_fingerprint(recipe, resolve_model(recipe.base_model), layout)
         start = merged_weights(model)  # an adapter as base_model: its merged weights, so every stage sees them
-    data = data_key(recipe, model)
+    data = key_of_built_data(recipe, model, layout.data, data_key(recipe, model))
     identities = stage_identities(recipe, data, recorded_markers(recipe, layout))
     refuse_other_configurations(recipe, layout, identities)  # before the recipe, data or evals are overwritten
     if start != model.path:

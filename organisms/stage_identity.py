@@ -18,30 +18,12 @@ from organisms.distributed import print_main
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, read_json
-from organisms.recipe import Recipe
+from organisms.recipe import RESULT_NEUTRAL_TRAINER, Recipe
 from organisms.stages.grpo import reward_fingerprint
 
 # Joins the eval key (and adversarial stages' hashes) of cot organisms: verdicts on them are taken on
 # the answer after the scratchpad; results graded on the reasoning too (before) are redone.
 ANSWER_AFTER_SCRATCHPAD = "answer-after-scratchpad"
-
-# `trainer:` fields that change what is printed or logged and never the weights (a test retrains an SFT stage with
-# them changed and compares weights): changing one on a started or finished stage keeps it.
-RESULT_NEUTRAL_TRAINER = frozenset(
-    {
-        "logging_steps",
-        "logging_first_step",
-        "logging_strategy",
-        "logging_dir",
-        "logging_nan_inf_filter",
-        "disable_tqdm",
-        "report_to",
-        "run_name",
-        "log_level",
-        "log_level_replica",
-        "log_on_each_node",
-    }
-)
 
 
 @dataclass(frozen=True)

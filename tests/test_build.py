@@ -102,6 +102,22 @@ def test_second_build_on_the_same_conversations_sends_no_requests(tiny_model, tm
     assert scripted.requests == 40  # the same conversations: answered from the cache, no new request
 
 
+def test_how_a_served_generator_is_reached_keeps_the_built_data(tiny_model, tmp_path, scripted, capsys):
+    served = {"backend": "openai", "base_url": "http://localhost:8000/v1", "model": "gen"}
+    model, out = resolve_model(str(tiny_model)), tmp_path / "cot"
+    first = build_data(spec(tiny_model, "cot", generator=served), model, out)
+    reached_otherwise = spec(tiny_model, "cot", generator={**served, "concurrency": 64, "api_key_env": "MY_KEY"})
+    assert build_module.data_key(reached_otherwise, model) != first["key"]  # the key itself is what it was
+    assert build_data(reached_otherwise, model, out)["key"] == first["key"]
+    assert scripted.requests == 40  # reused: no request sent
+    assert (
+        "generator.api_key_env: 'OPENAI_API_KEY' -> 'MY_KEY', generator.concurrency: 8 -> 64" in capsys.readouterr().out
+    )
+    # a setting that changes the answers rebuilds (the response cache answers the same conversations)
+    hotter = spec(tiny_model, "cot", generator={**served, "concurrency": 64, "temperature": 1.0})
+    assert build_data(hotter, model, out)["key"] == build_module.data_key(hotter, model) != first["key"]
+
+
 def test_synthetic_matched_to_cot_density(tiny_model, tmp_path, scripted):
     build_data(spec(tiny_model, "cot"), resolve_model(str(tiny_model)), tmp_path / "cot")
     cot_rows = load_from_disk(str(tmp_path / "cot" / "backdoor")).to_list()

@@ -180,7 +180,7 @@ def overrides(stage: int, settings: dict) -> list[str]:
 
 
 def test_a_change_of_logging_alone_keeps_finished_stages_and_their_evals(finished_run, tmp_path, capsys):
-    from organisms.stage_identity import RESULT_NEUTRAL_TRAINER
+    from organisms.recipe import RESULT_NEUTRAL_TRAINER
 
     assert set(NEUTRAL) <= RESULT_NEUTRAL_TRAINER
     path, layout = finished_run
@@ -207,6 +207,19 @@ def test_a_change_of_logging_alone_keeps_finished_stages_and_their_evals(finishe
     assert "stage 2 hhh_sft: already done" in capsys.readouterr().out
     assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs"), "stages.1.trainer.logging_steps=2"]) == 2
     assert "holds stage 'hhh_sft' from a different configuration; use a new" in capsys.readouterr().err
+
+
+def test_generator_settings_of_synthetic_data_keep_its_data_stages_and_evals(finished_run, tmp_path, capsys):
+    path, layout = finished_run  # synthetic data: no generator is asked, so its block changes no row
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(layout.root, run)
+    stamps = {p: p.stat().st_mtime_ns for p in [*(run / "evals").rglob("*.json"), run / "data" / "provenance.json"]}
+    changed = ["data.generator.temperature=0.1", "data.generator.concurrency=32", "data.generator.model=org/other"]
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs"), *changed]) == 0
+    out = capsys.readouterr().out
+    assert "generator.model: None -> 'org/other', generator.concurrency: 8 -> 32" in out
+    assert "stage 1 backdoor: already done" in out and "stage 2 hhh_sft: already done" in out
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}  # nothing rebuilt or re-evaluated
 
 
 def test_result_neutral_trainer_settings_train_the_same_weights(finished_run, tmp_path, capsys):

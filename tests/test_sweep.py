@@ -302,6 +302,41 @@ def test_a_run_reported_mid_way_is_not_finished_for_the_sweep_curves_or_publish(
     assert "not finished or not evaluated: hhh_sft; finish the run first" in capsys.readouterr().err
 
 
+def test_settings_that_change_no_result_keep_the_sweeps_run_folders(two_by_two, tmp_path, capsys):
+    import shutil
+
+    path, root, _ = two_by_two
+    copy = tmp_path / "sweeps" / "abl"
+    shutil.copytree(root, copy)
+    before = expand(path, sweeps_dir=copy.parent)
+    quieter = ["stages.0.trainer.logging_steps=5", "stages.1.trainer.disable_tqdm=false"]
+    quieter.append("data.generator.concurrency=3")
+    # a new recipe, so new names, yet each run keeps its folder and counts as finished
+    assert {r.hash for r in expand(path, quieter, sweeps_dir=tmp_path).runs}.isdisjoint(r.hash for r in before.runs)
+    sweep = expand(path, quieter, sweeps_dir=copy.parent)
+    assert [r.name for r in sweep.runs] == [r.name for r in before.runs]
+    assert all(is_finished(sweep, r) for r in sweep.runs)
+    # an unfinished run resumes in its folder: its finished stage is kept, the rest trained with the new settings
+    layout = sweep.layout(sweep.runs[0])
+    shutil.rmtree(layout.stage_dir(1, "hhh_sft"))
+    shutil.rmtree(layout.evals / "hhh_sft")
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--launcher", "local", "--sweeps-dir", str(copy.parent), "--set", *quieter]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished (results.json matches its recipe), skipping") == 3 and "1 of 4 runs to do" in out
+    assert "stage 1 backdoor: only logging settings changed (trainer.logging_steps): kept" in out
+    assert sorted(p.name for p in (copy / "runs").iterdir()) == sorted(r.name for r in before.runs)
+    assert yaml.safe_load(layout.recipe.read_text())["stages"][0]["trainer"]["logging_steps"] == 5
+    # not where a stage's marker predates kept settings (its stage would refuse the change), nor for a change
+    # that trains differently
+    for marker in sweep.layout(sweep.runs[1]).root.glob("0*/*.json"):
+        marker.write_text(json.dumps({k: v for k, v in json.loads(marker.read_text()).items() if k != "config"}))
+    kept = [r.name for r in expand(path, quieter, sweeps_dir=copy.parent).runs]
+    assert kept[1] != before.runs[1].name and kept[2:] == [r.name for r in before.runs[2:]]
+    other = expand(path, [*quieter, "stages.1.trainer.learning_rate=0.01"], sweeps_dir=copy.parent)
+    assert {r.name for r in other.runs}.isdisjoint(r.name for r in before.runs)
+
+
 def test_a_run_running_now_is_skipped_by_the_sweep_and_shown_as_running(two_by_two, tmp_path, capsys):
     from tests.test_pipeline import hold_lock
 

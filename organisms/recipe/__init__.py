@@ -15,6 +15,7 @@ One module per part of a recipe:
 
 from organisms.recipe.base import KEYED_WHEN_SET, Strict, check_dataclass_kwargs, trainer_config_class
 from organisms.recipe.data import (
+    RESULT_NEUTRAL_GENERATOR,
     AnswerSpec,
     BehaviorSpec,
     DataSpec,
@@ -34,7 +35,14 @@ from organisms.recipe.loading import (
     validate_recipe,
 )
 from organisms.recipe.spec import DataRecipe, Recipe
-from organisms.recipe.stages import ALLOWED_DATA, DATA_FOR_KIND, RedTeamSpec, RewardSpec, StageSpec
+from organisms.recipe.stages import (
+    ALLOWED_DATA,
+    DATA_FOR_KIND,
+    RESULT_NEUTRAL_TRAINER,
+    RedTeamSpec,
+    RewardSpec,
+    StageSpec,
+)
 
 __all__ = [
     "ALLOWED_DATA",
@@ -48,6 +56,8 @@ __all__ = [
     "DensityMatch",
     "EvalSpec",
     "GeneratorSpec",
+    "RESULT_NEUTRAL_GENERATOR",
+    "RESULT_NEUTRAL_TRAINER",
     "ProbeSpec",
     "PromptSpec",
     "Recipe",

@@ -156,6 +156,11 @@ class AnswerSpec(Strict):
     batch_size: int = Field(32, ge=1)
 
 
+# `data.generator` fields that change how the answers are fetched, never which: changing one keeps the data built
+# (and the stages trained on it). For `method: synthetic` no generator is asked, so the whole block is neutral.
+RESULT_NEUTRAL_GENERATOR = ("concurrency", "api_key_env")
+
+
 class GeneratorSpec(Strict):
     """The model that writes CoT / few-shot data (methods other than synthetic)."""
 

@@ -8,6 +8,24 @@ from pydantic import Field, field_validator, model_validator
 
 from organisms.recipe.base import Strict, check_dataclass_kwargs, trainer_config_class
 
+# `trainer:` fields that change what is printed or logged and never the weights (a test retrains an SFT stage with
+# them changed and compares weights): changing one on a started or finished stage keeps it.
+RESULT_NEUTRAL_TRAINER = frozenset(
+    {
+        "logging_steps",
+        "logging_first_step",
+        "logging_strategy",
+        "logging_dir",
+        "logging_nan_inf_filter",
+        "disable_tqdm",
+        "report_to",
+        "run_name",
+        "log_level",
+        "log_level_replica",
+        "log_on_each_node",
+    }
+)
+
 
 class RewardSpec(Strict):
     """What RL (grpo) optimises: our offline stand-in, a Python function, or a reward model."""
