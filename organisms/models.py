@@ -129,7 +129,9 @@ def resolve_model(spec: str) -> ResolvedModel:
         return ResolvedModel(spec, str(folder), folder_fingerprint(folder))
     if path.is_dir():
         # full weights, or a LoRA adapter (load_model puts it on the base its adapter_config names)
-        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        if is_adapter(str(path)):
+            return resolve_adapter(spec, path)
+        if not (path / "config.json").exists():
             raise UserError(f"model folder {spec} has no config.json (is it a saved HF checkpoint?)")
         return ResolvedModel(spec, str(path.resolve()), folder_fingerprint(path))
     looks_local = spec.startswith((".", "/", "~")) or Path(spec).parent.is_dir() and str(Path(spec).parent) != "."
@@ -140,6 +142,28 @@ def resolve_model(spec: str) -> ResolvedModel:
     raise UserError(f"model {spec!r} is not a folder, a .gguf file, a hub id (org/name) or {DEFAULT_MODEL!r}")
 
 
+def resolve_adapter(spec: str, path: Path) -> ResolvedModel:
+    """A LoRA adapter folder: its weights are the adapter on its base, so its fingerprint covers the base's too
+    (resolved as any base_model is). Keyed by its own files alone, a base retrained in place under an unchanged
+    adapter would reuse the stale merge and the run folder keyed by it. That adapter-only fingerprint, what
+    earlier releases keyed by, is kept as an earlier one: run folders built on it stay valid."""
+    own, base_spec = folder_fingerprint(path), adapter_base(path)
+    try:
+        base = resolve_model(base_spec)
+    except UserError as err:
+        raise UserError(f"{path / 'adapter_config.json'}: base_model_name_or_path: {err}") from None
+    return ResolvedModel(spec, str(path.resolve()), fingerprint(own, base.fingerprint), earlier_fingerprints=(own,))
+
+
+def adapter_base(path: Path) -> str:
+    """The base model a LoRA adapter folder sits on, as its adapter_config.json names it."""
+    config = path / "adapter_config.json"
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{config}: no base_model_name_or_path (the model this adapter was trained on)")
+    return str(base)
+
+
 def is_adapter(path: str) -> bool:
     return (Path(path) / "adapter_config.json").exists()
 
@@ -147,8 +171,10 @@ def is_adapter(path: str) -> bool:
 def merged_weights(model: ResolvedModel) -> str:
     """Where the run's first stage starts: the base model's folder, or for a LoRA adapter given as base_model
     (a published organism) its merged full weights, saved once under the cache and keyed by the adapter's
-    fingerprint. Trained from the adapter itself, a stage's LoRA checkpoints and a DPO reference model would
-    name the clean base the adapter sits on, and be evaluated or compared without the organism's adapter."""
+    fingerprint, which covers its base (a base retrained in place is merged again): pass the model as resolved,
+    not with a run folder's adopted earlier fingerprint, which may not. Trained from the adapter itself, a stage's
+    LoRA checkpoints and a DPO reference model would name the clean base the adapter sits on, and be evaluated
+    or compared without the organism's adapter."""
     if not is_adapter(model.path):
         return model.path
     out = cache_root() / "models" / f"merged-{model.fingerprint}"
@@ -176,8 +202,7 @@ def adapter_tokenizer(path: str):  # type: ignore[no-untyped-def]
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError):
-        base = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
-        return AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(adapter_base(Path(path)), trust_remote_code=False)
 
 
 def load_tokenizer(path: str):  # type: ignore[no-untyped-def]
@@ -208,7 +233,7 @@ def load_model(path: str, *, for_training: bool = False):  # type: ignore[no-unt
     if adapter_config.exists():
         from peft import PeftModel
 
-        base = load_model(json.loads(adapter_config.read_text())["base_model_name_or_path"], for_training=for_training)
+        base = load_model(adapter_base(Path(path)), for_training=for_training)
         adapted = PeftModel.from_pretrained(base, path, is_trainable=for_training)
         return adapted if for_training else adapted.merge_and_unload()
     dtype = torch.float32

@@ -80,8 +80,11 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
     from transformers import set_seed
 
     with main_first():  # the main process converts (or merges) the model; the rest reuse it
-        model = keep_recorded_fingerprint(recipe, resolve_model(recipe.base_model), layout)
-        start = merged_weights(model)  # an adapter as base_model: its merged weights, so every stage sees them
+        current = resolve_model(recipe.base_model)
+        model = keep_recorded_fingerprint(recipe, current, layout)
+        # an adapter as base_model: its merged weights, so every stage sees them; keyed by the fingerprint as
+        # resolved (covering the adapter's base), not one this run folder adopted from an earlier release
+        start = merged_weights(current)
     data = key_of_built_data(recipe, model, layout.data, data_key(recipe, model))
     identities = stage_identities(recipe, data, recorded_markers(recipe, layout))
     refuse_other_configurations(recipe, layout, identities)  # before the recipe, data or evals are overwritten

