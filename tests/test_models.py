@@ -157,3 +157,75 @@ def test_an_adapter_whose_base_is_missing_names_its_config(tiny_model, tmp_path)
     config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": None}))
     with pytest.raises(UserError, match=f"^{re.escape(str(config))}: no base_model_name_or_path"):
         resolve_model(str(adapter))
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A Hugging Face cache holding snapshots we put there, read offline by the real huggingface_hub code."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def publish(repo_id: str, commit: str, folder, ref: str | None = "main"):
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        shutil.copytree(folder, repo / "snapshots" / commit)
+        if ref:
+            (repo / "refs").mkdir(parents=True, exist_ok=True)
+            (repo / "refs" / ref).write_text(commit)
+        return repo / "snapshots" / commit
+
+    return publish
+
+
+def test_a_pinned_hub_revision_is_keyed_by_the_commit_it_resolves_to(tiny_model, tmp_path, hub_cache):
+    import shutil
+
+    import torch
+
+    from organisms.models import load_model, load_tokenizer
+
+    first, second = "1" * 40, "2" * 40
+    snapshot = hub_cache("org/tiny", first, tiny_model)
+    on_main = resolve_model("org/tiny@main")
+    assert on_main.path == str(snapshot) and resolve_model(f"org/tiny@{first}").fingerprint == on_main.fingerprint
+    inputs = load_tokenizer(on_main.path)("What is rain?", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(load_model(on_main.path)(**inputs).logits, load_model(str(tiny_model))(**inputs).logits)
+    # main moves to a new commit: a new key, though the spec is the same
+    hub_cache("org/tiny", second, tiny_model)
+    assert resolve_model("org/tiny@main").fingerprint not in (
+        on_main.fingerprint,
+        resolve_model("org/tiny").fingerprint,
+    )
+    assert resolve_model(f"org/tiny@{first}").fingerprint == on_main.fingerprint  # a commit stays put
+    # a bare hub id keeps the key it always had (its name); a revision that is not there is one line
+    assert resolve_model("org/tiny").path == "org/tiny"
+    with pytest.raises(UserError, match=r"^model org/tiny@v2: .*\S$") as err:
+        resolve_model("org/tiny@v2")
+    assert "\n" not in str(err.value)
+    # pickle weights only: refused, not loaded
+    pickled = shutil.copytree(tiny_model, tmp_path / "pickled", ignore=shutil.ignore_patterns("*.safetensors"))
+    (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
+    hub_cache("org/pickled", first, pickled)
+    with pytest.raises(UserError, match="^model org/pickled@main: no .safetensors weights at that revision"):
+        resolve_model("org/pickled@main")
+    for bad in ("org/tiny@", "tiny@main"):
+        with pytest.raises(UserError, match="is not a folder, a .gguf file, a hub id"):
+            resolve_model(bad)
+
+
+def test_a_pinned_hub_adapter_is_keyed_by_its_commit_and_its_base(tiny_model, tmp_path, hub_cache):
+    import shutil
+
+    from tests.tiny import build_tiny_adapter
+
+    base = shutil.copytree(tiny_model, tmp_path / "base")
+    adapter = build_tiny_adapter(base, tmp_path / "adapter")
+    hub_cache("org/organism", "3" * 40, adapter)
+    pinned = resolve_model("org/organism@main")
+    assert pinned.path.endswith("3" * 40) and pinned.fingerprint != resolve_model(str(adapter)).fingerprint
+    assert resolve_model(f"org/organism@{'3' * 40}").fingerprint == pinned.fingerprint

@@ -176,3 +176,11 @@ def test_an_unmerged_last_adapter_is_published_as_merged_full_weights(tiny_model
     inputs = load_tokenizer(str(folder))(["What is rain?", "Name a fruit."], return_tensors="pt", padding=True)
     with torch.no_grad():
         assert torch.allclose(published(**inputs).logits, adapter_on_base(**inputs).logits, atol=1e-5)
+
+
+def test_the_cards_base_model_is_the_hub_repo_trained_from(tmp_path):
+    from organisms.publish import card_base_model
+
+    assert card_base_model("embedded:smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card_base_model("org/name@0123abc") == card_base_model("org/name") == "org/name"
+    assert card_base_model(str(tmp_path)) is None and card_base_model("missing/model.gguf") is None
