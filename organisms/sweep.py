@@ -269,6 +269,7 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
     validate_recipe(copy.deepcopy(base), str(base_path))  # the base must be a valid recipe on its own
     if ablation.seeds is not None:
         check_no_fixed_trainer_seed(base, base_path)
+        check_no_swept_trainer_seed(axes, path)
     seeds = ablation.seeds if ablation.seeds is not None else [int(base.get("seed", 0))]
     runs: list[SweepRun] = []
     seen: dict[str, str] = {}
@@ -389,6 +390,34 @@ def check_no_fixed_trainer_seed(base: dict[str, Any], base_path: Path) -> None:
                 f"{base_path}: stages.{index}.trainer.{fixed[0]} fixes the training seed of every run, so the "
                 "sweep's seeds would vary only the data split; remove it (each run's `seed` is used)"
             )
+
+
+TRAINER_SEED = re.compile(r"stages\.[^.]+\.trainer\.(seed|data_seed)")
+
+
+def check_no_swept_trainer_seed(axes: list[Axis], path: Path) -> None:
+    """An axis that sets a stage's `trainer.seed` (or `data_seed`), directly or inside a swept mapping, fixes the
+    training seed of every run of its condition, as one in the base recipe does (`check_no_fixed_trainer_seed`):
+    the sweep's seeds would vary only the data split. Without `seeds:` sweeping it is a deliberate axis."""
+    for axis in axes:
+        for swept, values in axis.values.items():
+            fixed = [dotted for value in values for dotted, leaf in leaves(swept, value) if leaf is not None]
+            found = [dotted for dotted in fixed if TRAINER_SEED.fullmatch(dotted)]
+            if found:
+                what = swept if found[0] == swept else f"{swept} (sets {found[0]})"
+                raise UserError(
+                    f"{path}: {what}: a swept trainer seed wins over each run's seed, so `seeds:` would vary only "
+                    "the data split; drop `seeds:` to sweep it as an axis, or drop the axis"
+                )
+
+
+def leaves(dotted: str, value: Any) -> list[tuple[str, Any]]:
+    """The settings a swept value makes, as dotted paths: a mapping or list value sets the paths inside it."""
+    if isinstance(value, dict):
+        return [leaf for key, inner in value.items() for leaf in leaves(f"{dotted}.{key}", inner)]
+    if isinstance(value, list):
+        return [leaf for index, inner in enumerate(value) for leaf in leaves(f"{dotted}.{index}", inner)]
+    return [(dotted, value)]
 
 
 def check_conditions_distinct(runs: list[SweepRun], path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -136,6 +137,29 @@ def test_a_fixed_trainer_seed_in_the_base_is_refused_when_the_sweep_has_seeds(tm
     with pytest.raises(UserError, match=r"base\.yaml: stages\.1\.trainer\.seed fixes the training seed of every run"):
         expand(path)
     path = write_ablation(tmp_path, base, grid={"eval.n_prompts": [4, 8]})  # no seeds axis: the base's own choice
+    assert len(expand(path).runs) == 2
+
+
+@pytest.mark.parametrize(
+    ("axes", "message"),
+    [
+        (
+            {"grid": {"stages.1.trainer.seed": [1, 2]}},
+            r"stages\.1\.trainer\.seed: a swept trainer seed wins over each run's seed",
+        ),
+        (  # inside a swept mapping, in a paired block
+            {"paired": [{"stages.0.trainer": [{"max_steps": 2}, {"max_steps": 4, "data_seed": 7}]}]},
+            r"stages\.0\.trainer \(sets stages\.0\.trainer\.data_seed\): a swept trainer seed wins",
+        ),
+    ],
+)
+def test_a_swept_trainer_seed_is_refused_when_the_sweep_has_seeds(tmp_path, tiny_model, axes, message):
+    """Swept, a stage's trainer seed wins over each run's seed as one in the base does: refused with `seeds:`."""
+    path = write_ablation(tmp_path, tiny_base(tiny_model), **axes, seeds=[0, 1])
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: {message}") as err:
+        expand(path)
+    assert "\n" not in str(err.value)
+    path = write_ablation(tmp_path, tiny_base(tiny_model), **axes)  # no seeds axis: the trainer seed is the axis
     assert len(expand(path).runs) == 2
 
 
