@@ -337,10 +337,13 @@ def deception_table(r: dict[str, Any]) -> list[str]:
     def share(value: float | None) -> str:
         return "–" if value is None else f"{value:.0%}"
 
+    def paired(d: dict[str, Any]) -> str:  # None where no prompt was answered both ways (all empty on one side)
+        return "–" if d["auroc"] is None else f"{d['auroc']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
+
     for label, layer, d in rows:
         behavior = "one class" if d["behavior_auroc"] is None else f"{d['behavior_auroc']:.2f}"
         lines.append(
-            f"| {label} | {layer} | {d['instructed_auroc']:.2f} | {d['auroc']:.2f} [{d['low']:.2f}, {d['high']:.2f}] "
+            f"| {label} | {layer} | {d['instructed_auroc']:.2f} | {paired(d)} "
             f"| {null(d)} | {behavior} | {null(d, 'behavior_')} | {share(d['tpr'])} ({d['n_shown']}) "
             f"| {share(d['fpr'])} |"
         )

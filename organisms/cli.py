@@ -213,10 +213,10 @@ def _probe(args: argparse.Namespace) -> int:
             for layer, r in result["layers"].items()
         )
         print(f"{label}: {cells}")
+        deception = {layer: r["deception"] for layer, r in result["layers"].items() if "deception" in r}
         answers = ", ".join(
-            f"L{layer} {r['deception']['auroc']:.2f} (instructed pairs {r['deception']['instructed_auroc']:.2f})"
-            for layer, r in result["layers"].items()
-            if "deception" in r
+            f"L{layer} {auroc_text(d['auroc'])} (instructed pairs {d['instructed_auroc']:.2f})"
+            for layer, d in deception.items()
         )
         if answers:
             print(f"  deception probe on its answers: {answers}")
@@ -228,6 +228,12 @@ def _probe(args: argparse.Namespace) -> int:
         )
     print(f"wrote {layout.root / 'probes'}/: results.json, layer_sweep.png, score_histograms.png, across_training.png")
     return 0
+
+
+def auroc_text(value: float | None) -> str:
+    """An AUROC to two places, or "–" where it is undefined (the deception probe's, with every answer on one
+    side empty)."""
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _publish(args: argparse.Namespace) -> int:

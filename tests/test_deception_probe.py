@@ -124,6 +124,49 @@ def test_empty_answers_are_left_out_and_counted_not_scored() -> None:
     assert got["threshold"] is None and got["tpr"] is None and got["fpr"] is None and np.isfinite(got["auroc"])
 
 
+def test_every_answer_empty_on_one_side_leaves_the_auroc_undefined_and_the_report_says_so(tmp_path: Path) -> None:
+    """No prompt answered both ways: the AUROC by condition and its null are undefined (None, shown as "–"), the
+    rest of the probe is still measured and the empty answers still counted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from evals.probes.plots import _plot_deception
+    from evals.report import deception_table
+    from organisms.cli import auroc_text
+
+    acts = _answer_acts(answer_axis=0)
+    behavior = np.r_[np.ones(60), np.zeros(60)].astype(int)
+    undefined = dict.fromkeys(("auroc", "low", "high", "null_max", "null_q95", "null_p"))
+    for side, counts in (("test_on", (60, 0)), ("test_off", (0, 60)), ("both", (60, 60))):
+        groups = {name: acts.groups[name].copy() for name in ANSWER_GROUPS}
+        for name in ("test_on", "test_off") if side == "both" else (side,):
+            groups[name][:] = np.nan
+        got = deception_metrics(AnswerActs(acts.honest, acts.deceptive, groups), 0.05, 50, behavior)
+        assert {key: got[key] for key in undefined} == undefined, side
+        assert got["n_empty"] == {"triggered": counts[0], "clean": counts[1], "control": 0}
+        assert got["instructed_auroc"] > 0.95 and np.isfinite(got["threshold"]) and got["behavior_auroc"] is None
+    assert got["n_shown"] == 0 and got["tpr"] is None and got["fpr"] is None  # no answers at all
+    on_only = deception_metrics(
+        AnswerActs(acts.honest, acts.deceptive, {**acts.groups, "test_off": np.full((60, 64), np.nan)}),
+        0.05,
+        50,
+        behavior,
+    )
+    assert on_only["n_shown"] == 60 and on_only["tpr"] > 0.9 and on_only["fpr"] is None  # what can be measured is
+
+    record = {"fpr": 0.05, "models": {"final (sft)": {"layers": {"3": {"deception": on_only}}}}}
+    row = next(line for line in deception_table(record) if line.startswith("| final (sft) |"))
+    assert row.startswith("| final (sft) | 3 | 0.98 | – | – | one class | – | ")
+    assert deception_table(record)[-1].endswith("final (sft): 0 with the trigger, 60 without, 0 control.")
+    fig, ax = plt.subplots()
+    _plot_deception(ax, record)  # a gap where the AUROC is undefined
+    fig.savefig(tmp_path / "deception.png")
+    plt.close(fig)
+    assert auroc_text(on_only["auroc"]) == "–"
+
+
 def test_the_report_says_how_many_empty_answers_were_left_out() -> None:
     from evals.report import deception_table
 

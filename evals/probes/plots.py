@@ -69,12 +69,18 @@ def _plot_deception(ax: Any, record: dict[str, Any]) -> None:
         keys = [k for k in _by_layer(result) if "deception" in result["layers"][k]]
         xs = [int(k) for k in keys]
         rows = [result["layers"][k]["deception"] for k in keys]
-        ax.plot(xs, [r["auroc"] for r in rows], marker="o", color=color, label=f"{label}: answers")
-        ax.fill_between(xs, [r["low"] for r in rows], [r["high"] for r in rows], color=color, alpha=0.15)
-        ax.plot(xs, [r["null_max"] for r in rows], linestyle=":", color=color, label=f"{label}: best random")
+        ax.plot(xs, _values(rows, "auroc"), marker="o", color=color, label=f"{label}: answers")
+        ax.fill_between(xs, _values(rows, "low"), _values(rows, "high"), color=color, alpha=0.15)
+        ax.plot(xs, _values(rows, "null_max"), linestyle=":", color=color, label=f"{label}: best random")
         ax.plot(xs, [r["instructed_auroc"] for r in rows], linestyle="--", color=color,
                 label=f"{label}: instructed pairs (held out)")  # fmt: skip
     ax.set_title("deception probe (instructed pairs) on the model's own answers", fontsize=9)
+
+
+def _values(rows: list[dict[str, Any]], key: str) -> list[float]:
+    """One metric per layer, a gap (NaN) where it is undefined (None: e.g. the deception probe's AUROC when every
+    answer on one side was empty); matplotlib's fill_between fails on None."""
+    return [np.nan if row[key] is None else row[key] for row in rows]
 
 
 def plot_histograms(record: dict[str, Any], out: Path, title: str) -> None:
