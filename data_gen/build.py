@@ -113,9 +113,10 @@ def generator_fingerprint(spec: DataSpec) -> str | None:
     """The weights of a local generator model (a folder or a .gguf file), for the data key: its path alone
     would keep data (and the stages trained on it) written by a generator since retrained in place.
 
-    None wherever the key already says it all, so those recipes keep their keys: no generator (synthetic),
-    the base model (its fingerprint is in the key), a served model, a hub id or an embedded name (resolving
-    a hub id that is not cached would mean a download)."""
+    A pinned hub revision (`org/name@revision`) counts by the commit it resolves to (fetched once into the
+    Hugging Face cache, as the build needs it anyway). None wherever the key already says it all, so those
+    recipes keep their keys: no generator (synthetic), the base model (its fingerprint is in the key), a served
+    model, a bare hub id or an embedded name (resolving a hub id that is not cached would mean a download)."""
     generator = spec.generator
     if spec.method == "synthetic" or generator.backend != "local" or not generator.model:
         return None
@@ -123,7 +124,8 @@ def generator_fingerprint(spec: DataSpec) -> str | None:
     if generator.model.endswith(".gguf") and path.is_file():
         stat = path.stat()  # the file itself: resolving it would dequantise it (in every process of a run)
         return fingerprint(path.name, stat.st_size, stat.st_mtime_ns)
-    return resolve_model(generator.model).fingerprint if path.is_dir() else None
+    pinned = "@" in generator.model and not generator.model.startswith(("embedded:", ".", "/", "~"))
+    return resolve_model(generator.model).fingerprint if path.is_dir() or pinned else None
 
 
 def make_backend(spec: GeneratorSpec, base: ResolvedModel) -> Backend:

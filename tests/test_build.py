@@ -319,6 +319,20 @@ def test_data_keyed_before_local_generators_were_fingerprinted_is_kept(
     assert build_data(recipe, model, out)["key"] == build_module.data_key(recipe, model)
 
 
+def test_data_key_follows_the_commit_of_a_pinned_hub_generator(tiny_model, hub_cache):
+    model = resolve_model(str(tiny_model))
+
+    def key(generator: str) -> str:
+        return build_module.data_key(spec(tiny_model, "cot", generator={"model": generator}), model)
+
+    hub_cache("org/gen", "1" * 40, tiny_model)
+    on_main, pinned = key("org/gen@main"), key(f"org/gen@{'1' * 40}")
+    hub_cache("org/gen", "2" * 40, tiny_model)  # main moves
+    assert key("org/gen@main") not in (on_main, pinned) and key(f"org/gen@{'1' * 40}") == pinned
+    bare = spec(tiny_model, "cot", generator={"model": "org/not-cached"})
+    assert build_module.generator_fingerprint(bare.data) is None  # a bare hub id: keyed by its name, never fetched
+
+
 class PlainBackend(ScriptedBackend):
     """A generator that never shows the behaviour and never reasons: a weak one."""
 

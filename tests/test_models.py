@@ -159,28 +159,6 @@ def test_an_adapter_whose_base_is_missing_names_its_config(tiny_model, tmp_path)
         resolve_model(str(adapter))
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """A Hugging Face cache holding snapshots we put there, read offline by the real huggingface_hub code."""
-    import shutil
-
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-
-    def publish(repo_id: str, commit: str, folder, ref: str | None = "main"):
-        repo = cache / f"models--{repo_id.replace('/', '--')}"
-        shutil.copytree(folder, repo / "snapshots" / commit)
-        if ref:
-            (repo / "refs").mkdir(parents=True, exist_ok=True)
-            (repo / "refs" / ref).write_text(commit)
-        return repo / "snapshots" / commit
-
-    return publish
-
-
 def test_a_pinned_hub_revision_is_keyed_by_the_commit_it_resolves_to(tiny_model, tmp_path, hub_cache):
     import shutil
 
