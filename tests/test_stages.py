@@ -236,6 +236,37 @@ def test_a_reward_function_or_local_reward_model_enters_the_stage_hash_by_conten
     ]
 
 
+def test_a_pinned_hub_reward_model_is_keyed_by_its_commit_and_an_adapter_one_keeps_earlier_stages(
+    tiny_model, tmp_path, hub_cache
+):
+    import shutil
+
+    from organisms.hashing import fingerprint, folder_fingerprint
+    from organisms.stage_identity import stage_hashes, stage_identities
+    from tests.tiny import build_tiny_adapter
+
+    hub_cache("org/rm", "1" * 40, tiny_model)
+    pinned = validate_recipe(rl_recipe({"kind": "model", "model": "org/rm@main"}))
+    before = stage_hashes(pinned, "data")
+    hub_cache("org/rm", "2" * 40, tiny_model)  # main moves: another reward model
+    assert stage_hashes(pinned, "data") != before
+
+    # a reward-model adapter is keyed with its base now; a stage finished when it was keyed alone keeps its hash
+    adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "rm-adapter")
+    recipe = validate_recipe(rl_recipe({"kind": "model", "model": str(adapter)}))
+    config = json.loads(json.dumps(recipe.stages[0].model_dump(), default=str))
+    old_hash = fingerprint(config, "data", recipe.seed, folder_fingerprint(adapter))
+    assert stage_hashes(recipe, "data") != [old_hash]
+    marker = {
+        "hash": old_hash,
+        "config": config,
+        "upstream": "data",
+        "rest": fingerprint(0, folder_fingerprint(adapter)),
+    }
+    assert stage_identities(recipe, "data", lambda i: marker)[0].hash == old_hash
+    assert stage_identities(recipe, "data", lambda i: {"hash": "other"})[0].hash != old_hash
+
+
 def test_the_reward_hash_follows_the_users_own_helper_modules_but_not_installed_or_our_packages(tmp_path, monkeypatch):
     import sys
 

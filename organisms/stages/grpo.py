@@ -44,9 +44,10 @@ def reward_fingerprint(spec: RewardSpec, helpers: bool = True) -> str | None:
     """What a reward adds to its stage's hash beyond its name: for a function, the source of the module the
     recipe names (and of the module that defined it, when that is another one: a re-export or a factory), then
     of the local helper modules they import (see `local_imports`); for a local reward-model folder, its
-    fingerprint. An edited reward then makes a finished run folder refuse, as any other change of configuration
-    does, rather than pass for done. None for the shipped heuristic (our code) and for hub ids (offline, the id
-    is all there is to go on). Files the reward reads are not covered. Importing the function here also makes a
+    fingerprint, for a pinned hub revision (`org/name@revision`) the commit it resolves to. An edited reward then
+    makes a finished run folder refuse, as any other change of configuration does, rather than pass for done. None
+    for the shipped heuristic (our code) and for bare hub ids (keyed by name, as they always were). Files the
+    reward reads are not covered. Importing the function here also makes a
     typo fail when the run starts rather than when the RL stage does. `helpers=False`: as stage markers recorded it
     before helper modules were followed."""
     if spec.kind == "function":
@@ -62,11 +63,28 @@ def reward_fingerprint(spec: RewardSpec, helpers: bool = True) -> str | None:
         found = local_imports(list(modules)) if helpers else {}
         sources += [found[name] for name in sorted(found) if name not in modules]
         return fingerprint(*sources) if sources else None
-    if spec.kind == "model" and Path(str(spec.model)).expanduser().is_dir():
+    if spec.kind == "model" and is_keyed_by_content(str(spec.model)):
         from organisms.models import resolve_model
 
         return resolve_model(str(spec.model)).fingerprint
     return None
+
+
+def is_keyed_by_content(model: str) -> bool:
+    """A local reward-model folder or a pinned hub revision: not a bare hub id."""
+    return Path(model).expanduser().is_dir() or "@" in model and not model.startswith((".", "/", "~"))
+
+
+def earlier_reward_fingerprints(spec: RewardSpec) -> list[str | None]:
+    """How earlier releases hashed this same reward, so their finished stages stay valid: a function before its
+    helper modules were followed; a reward-model adapter folder before its base joined its fingerprint."""
+    if spec.kind == "function":
+        return [reward_fingerprint(spec, helpers=False)]
+    if spec.kind == "model" and Path(str(spec.model)).expanduser().is_dir():
+        from organisms.models import resolve_model
+
+        return list(resolve_model(str(spec.model)).earlier_fingerprints)
+    return []
 
 
 OUR_PACKAGES = ("organisms", "data_gen", "evals")  # their code is versioned with the run, not hashed into it
