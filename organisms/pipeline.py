@@ -8,14 +8,13 @@ stage hash matches is not recomputed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_gen.build import build_data, data_key, key_of_built_data
+from data_gen.build import build_data, data_key, keep_recorded_fingerprint, key_of_built_data
 from evals.protocol import capability_questions, evaluate_model, summary
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first, print_main
@@ -81,7 +80,7 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
 
     with main_first():  # the main process converts (or merges) the model; the rest reuse it
         current = resolve_model(recipe.base_model)
-        model = keep_recorded_fingerprint(recipe, current, layout)
+        model = keep_recorded_fingerprint(recipe, current, layout.data)
         # an adapter as base_model: its merged weights, so every stage sees them; keyed by the fingerprint as
         # resolved (covering the adapter's base), not one this run folder adopted from an earlier release
         start = merged_weights(current)
@@ -156,24 +155,6 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
             probe_run(layout.root, recipe.probes, log=log)  # rewrites the report with its section
         log(f"report: {layout.report}  plot: {layout.persistence_plot}")
     return layout
-
-
-def keep_recorded_fingerprint(recipe: Recipe, model: ResolvedModel, layout: RunLayout) -> ResolvedModel:
-    """The base model as this run folder's data was keyed: a folder built when an earlier release fingerprinted
-    the same weights otherwise (`earlier_fingerprints`) keeps that fingerprint, so its data, evals and stages
-    stay valid rather than being refused as another configuration."""
-    provenance = layout.data / "provenance.json"
-    if not model.earlier_fingerprints or not provenance.exists():
-        return model
-    recorded = read_json(provenance).get("key")
-    if recorded == data_key(recipe, model):
-        return model
-    for earlier in model.earlier_fingerprints:
-        candidate = dataclasses.replace(model, fingerprint=earlier)
-        if data_key(recipe, candidate) == recorded:
-            log(f"{layout.data}: keyed by this model's earlier fingerprint {earlier}; keeping it")
-            return candidate
-    return model
 
 
 def warn_adapter_base_trained_before_merging(recipe: Recipe, layout: RunLayout) -> None:

