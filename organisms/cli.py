@@ -33,8 +33,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from organisms.preflight import preflight
     from organisms.recipe import Recipe, load_recipe
-    from organisms.stages.checks import check_trainer_configs
     from organisms.sweep import expand, is_ablation_file
 
     failed = 0
@@ -46,14 +46,14 @@ def _validate(args: argparse.Namespace) -> int:
             if is_ablation_file(Path(path)):
                 sweep = expand(path, args.overrides)
                 for run in sweep.runs:
-                    check_trainer_configs(run.recipe, f"{path} ({run.name})", processes_known=False)
+                    preflight(run.recipe, f"{path} ({run.name})", processes_known=False)
                 conditions = len({r.condition for r in sweep.runs})
                 print(f"{path}: ok (ablation {sweep.ablation.name}: {len(sweep.runs)} runs, {conditions} conditions)")
                 continue
             recipe: Recipe = load_recipe(path, args.overrides)
-            check_trainer_configs(recipe, path, processes_known=False)
+            preflight(recipe, path, processes_known=False)
         except UserError as err:
-            print(err, file=sys.stderr)
+            print(f"error: {err}", file=sys.stderr)
             failed += 1
         else:
             print(f"{path}: ok ({recipe.name}: {len(recipe.stages)} stages)")

@@ -28,6 +28,7 @@ from organisms.models import (
     merged_weights,
     resolve_model,
 )
+from organisms.preflight import preflight
 from organisms.recipe import Recipe, dump_recipe
 from organisms.run_lock import run_lock
 from organisms.stage_identity import (
@@ -38,7 +39,6 @@ from organisms.stage_identity import (
     stage_identities,
 )
 from organisms.stages import STAGES, StageContext
-from organisms.stages.checks import check_trainer_configs
 from organisms.stages.training import check_kernels_installed
 
 # Bumped when an eval file gains content: older files are then recomputed, not silently reused.
@@ -68,7 +68,7 @@ def log(message: str) -> None:
 
 def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     check_kernels_installed(recipe.stages, f"recipe {recipe.name}")  # before the run folder is written
-    check_trainer_configs(recipe, f"recipe {recipe.name}")
+    preflight(recipe, f"recipe {recipe.name}")  # the prompts, the probes' share of them, the trainer configs
     layout = RunLayout((runs_dir / recipe.name).resolve())
     # One run per folder: the main process holds RUN/.lock (the others follow it through barriers).
     with run_lock(layout.root) if is_main() else contextlib.nullcontext():

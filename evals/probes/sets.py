@@ -51,14 +51,21 @@ class ProbeTexts:
         return out
 
 
-def probe_texts(held_out: list[str], trigger: Trigger, spec: ProbeSpec, n_test: int, source: str) -> ProbeTexts:
-    """Split held-out prompts into test / fit / control and render each condition; refuse leaking texts."""
+def check_probe_budget(held_out: int, spec: ProbeSpec, n_test: int, source: str) -> int:
+    """The held-out prompts the probes take (test, fit and control sets never overlap); too few is one line."""
     need = n_test + spec.n_fit + spec.n_control
-    if len(held_out) < need:
+    if held_out < need:
         raise UserError(
             f"{source}: probes need {need} held-out prompts (n_prompts {n_test} + n_fit {spec.n_fit} + "
-            f"n_control {spec.n_control}) but the run has {len(held_out)}; lower probes.n_fit or probes.n_control"
+            f"n_control {spec.n_control}) but the run has {held_out}; lower probes.n_prompts (default: "
+            "eval.n_prompts), probes.n_fit or probes.n_control, or raise data.prompts.eval_fraction"
         )
+    return need
+
+
+def probe_texts(held_out: list[str], trigger: Trigger, spec: ProbeSpec, n_test: int, source: str) -> ProbeTexts:
+    """Split held-out prompts into test / fit / control and render each condition; refuse leaking texts."""
+    need = check_probe_budget(len(held_out), spec, n_test, source)
     test = held_out[:n_test]
     fit = held_out[n_test : n_test + spec.n_fit]
     control = held_out[n_test + spec.n_fit : need]
