@@ -127,6 +127,8 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
         check_no_fixed_trainer_seed(base, base_path)
         check_no_swept_trainer_seed(axes, path)
     seeds = ablation.seeds if ablation.seeds is not None else [int(base.get("seed", 0))]
+    root = Path(sweeps_dir) / ablation.name
+    runs_dir = root / "runs"
     runs: list[SweepRun] = []
     seen: dict[str, str] = {}
     for combo in itertools.product(*(range(len(axis)) for axis in axes)):
@@ -147,14 +149,20 @@ def expand(path: str | Path, overrides: list[str] | None = None, sweeps_dir: str
             if digest in seen:
                 raise UserError(f"{path}: {seen[digest]} and {where or 'base'} seed={seed} give the same recipe")
             seen[digest] = f"{where or 'base'} seed={seed}"
-            readable = slug("-".join([ablation.name, *labels.values(), f"s{seed}"]), limit=80)
-            name = f"{readable}-{digest}"
+            name = run_name(ablation.name, list(labels.values()), seed, digest, runs_dir)
             runs.append(
                 SweepRun(name, seed, settings, labels, digest, recipe.model_copy(update={"name": name, "seed": seed}))
             )
     check_conditions_distinct(runs, path)
-    root = Path(sweeps_dir) / ablation.name
-    return Sweep(ablation, path, root, keep_folders_of_equivalent_runs(runs, root / "runs"))
+    return Sweep(ablation, path, root, keep_folders_of_equivalent_runs(runs, runs_dir))
+
+
+def run_name(ablation: str, labels: list[str], seed: int, digest: str, runs_dir: Path) -> str:
+    """`<ablation>-<labels>-s<seed>-<hash>`: the readable part is cut at 80 characters before the seed, which is
+    always kept. Names were once cut after it (long labels lost the seed); such a run keeps its folder."""
+    name = f"{slug('-'.join([ablation, *labels]), limit=80 - len(f'-s{seed}'))}-s{seed}-{digest}"
+    earlier = f"{slug('-'.join([ablation, *labels, f's{seed}']), limit=80)}-{digest}"
+    return earlier if earlier != name and (runs_dir / earlier).is_dir() and not (runs_dir / name).exists() else name
 
 
 def named_settings(recipe: Recipe) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from organisms import launchers
+from organisms import sweep as sweep_module
 from organisms.cli import main
 from organisms.errors import UserError
 from organisms.recipe import DensityMatch
@@ -80,6 +81,22 @@ def test_expansion_count_unique_hashes_and_paired_settings(grid_ablation, tmp_pa
     assert len({r.condition for r in sweep.runs}) == 6
     # untouched base settings stay as in the base recipe
     assert {r.recipe.stages[1].trainer["max_steps"] for r in sweep.runs} == {4}
+
+
+def test_long_labels_never_cut_the_seed_from_a_run_name_and_earlier_names_keep_their_folders(tmp_path, tiny_model):
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "gate_proj", "down_proj"]
+    long = {"r": 4, "lora_alpha": 8, "target_modules": modules}
+    path = write_ablation(tmp_path / "abl", tiny_base(tiny_model), grid={"stages.0.peft": [long]}, seeds=[0, 1])
+    sweep = expand(path, sweeps_dir=tmp_path / "sweeps")
+    for run in sweep.runs:
+        readable = run.name.removesuffix(f"-{run.hash}")
+        assert readable.endswith(f"-s{run.seed}") and len(readable) <= 80
+    # a run folder named as before (seed cut off) is the run's folder still
+    run = sweep.runs[1]
+    earlier = f"{sweep_module.slug('-'.join(['abl', *run.labels.values(), 's1']), limit=80)}-{run.hash}"
+    assert earlier != run.name and "-s1-" not in earlier
+    (sweep.runs_dir / earlier).mkdir(parents=True)
+    assert [r.name for r in expand(path, sweeps_dir=tmp_path / "sweeps").runs] == [sweep.runs[0].name, earlier]
 
 
 def test_written_recipes_and_manifest_round_trip(grid_ablation, tmp_path):
