@@ -38,9 +38,12 @@ from organisms.recipe import RESULT_NEUTRAL_GENERATOR, DataRecipe, DataSpec, Den
 DATA_FORMAT = 2  # bump when the build writes different files, so old data folders are rebuilt
 
 
-def data_key(recipe: DataRecipe, model: ResolvedModel, *, generator_weights: bool = True) -> str:
-    """Everything the data depends on; a changed key means the data must be rebuilt. `generator_weights=False`:
-    the key as it was before a local generator's weights joined it."""
+CURRENT = "current"  # data_key's generator_weights: the local generator's fingerprint as resolved now
+
+
+def data_key(recipe: DataRecipe, model: ResolvedModel, *, generator_weights: str | None = CURRENT) -> str:
+    """Everything the data depends on; a changed key means the data must be rebuilt. `generator_weights`: a local
+    generator's fingerprint as an earlier release keyed it, or None for the key before its weights joined it."""
     data = recipe.data.model_dump()
     if not data["paired"]:
         del data["paired"]  # added later: unpaired data keeps the key it always had
@@ -56,7 +59,7 @@ def data_key(recipe: DataRecipe, model: ResolvedModel, *, generator_weights: boo
     density = recipe.behavior.density
     if isinstance(density, DensityMatch):
         parts.append(["density_match", reference_counts(density.match)])
-    generator = generator_fingerprint(recipe.data) if generator_weights else None
+    generator = generator_fingerprint(recipe.data) if generator_weights == CURRENT else generator_weights
     if generator:
         parts.append(["generator", generator])
     return fingerprint(*parts, *([shipped] if shipped else []))
@@ -94,9 +97,12 @@ def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: 
     if recorded == key or not isinstance(built, dict):
         return key
     as_built = with_neutral_settings_of(recipe, built.get("generator") or {})
+    weights: list[str | None] = [CURRENT]
+    if generator_fingerprint(recipe.data):  # as earlier releases keyed it: an adapter alone, or no weights at all
+        weights += [*earlier_generator_fingerprints(recipe.data), None]
     for candidate in (recipe, as_built) if as_built is not None else (recipe,):
-        for weights in (True, False) if generator_fingerprint(recipe.data) else (True,):
-            if data_key(candidate, model, generator_weights=weights) != recorded:
+        for weight in weights:
+            if data_key(candidate, model, generator_weights=weight) != recorded:
                 continue
             ours, theirs = (
                 recipe.data.generator.model_dump(mode="json"),
@@ -105,11 +111,13 @@ def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: 
             changed = ", ".join(f"generator.{n}: {theirs[n]!r} -> {ours[n]!r}" for n in ours if ours[n] != theirs[n])
             if changed:
                 print_main(f"data: {out} keeps its data ({changed} changes no row)")
-            if not weights:
+            if weight is None:
                 print_main(
                     f"data: {out} was keyed before a local generator's weights joined the data key; kept (a "
                     f"generator retrained in place since then is not noticed for this folder)"
                 )
+            elif weight != CURRENT:
+                print_main(f"data: {out} is keyed by the generator's earlier fingerprint {weight}; keeping it")
             return str(recorded)
     return key
 
@@ -145,6 +153,12 @@ def generator_fingerprint(spec: DataSpec) -> str | None:
         return fingerprint(path.name, stat.st_size, stat.st_mtime_ns)
     pinned = "@" in generator.model and not generator.model.startswith(("embedded:", ".", "/", "~"))
     return resolve_model(generator.model).fingerprint if path.is_dir() or pinned else None
+
+
+def earlier_generator_fingerprints(spec: DataSpec) -> list[str]:
+    """How earlier releases fingerprinted this local generator folder (a LoRA adapter: by its own files alone)."""
+    path = Path(str(spec.generator.model)).expanduser()
+    return list(resolve_model(str(spec.generator.model)).earlier_fingerprints) if path.is_dir() else []
 
 
 def make_backend(spec: GeneratorSpec, base: ResolvedModel) -> Backend:

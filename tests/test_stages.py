@@ -264,6 +264,10 @@ def test_a_pinned_hub_reward_model_is_keyed_by_its_commit_and_an_adapter_one_kee
         "rest": fingerprint(0, folder_fingerprint(adapter)),
     }
     assert stage_identities(recipe, "data", lambda i: marker)[0].hash == old_hash
+    # and a logging change on such a stage keeps it too
+    quieter = validate_recipe(rl_recipe({"kind": "model", "model": str(adapter)}) | {"name": "t"})
+    quieter.stages[0].trainer["logging_steps"] = 7
+    assert stage_identities(quieter, "data", lambda i: marker)[0].hash == old_hash
     assert stage_identities(recipe, "data", lambda i: {"hash": "other"})[0].hash != old_hash
 
 
