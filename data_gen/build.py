@@ -277,6 +277,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
             name: token_lengths(tokenizer, rows) for name, rows in (("backdoor", backdoor), ("clean", clean))
         },
         "trigger": recipe.trigger.model_dump(),
+        "trigger_key": recipe.trigger.key(),  # with a headline file's content: what sweeps compare folders by
         "behavior": recipe.behavior.model_dump(mode="json"),
     }
     from data_gen.card import write_dataset_card

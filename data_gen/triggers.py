@@ -285,10 +285,17 @@ def _distinct(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-@functools.lru_cache(maxsize=8)
 def load_headlines(source: str) -> tuple[Headline, ...]:
     """Headlines with their years from the embedded set or a .jsonl/.csv/.parquet file with columns
-    `headline` and `year`; errors name `trigger.headlines`."""
+    `headline` and `year`; errors name `trigger.headlines`. Read once per process while the file is unchanged."""
+    path = EMBEDDED_HEADLINES if source == "embedded" else Path(source).expanduser()
+    stat = path.stat() if path.is_file() else None
+    return _read_headlines(source, (stat.st_mtime_ns, stat.st_size) if stat else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_headlines(source: str, stamp: tuple[int, int] | None) -> tuple[Headline, ...]:
+    """`stamp`: the file's time and size, so an edited file is read again (keys follow its content)."""
     from data_gen.prompts import read_rows
 
     path = EMBEDDED_HEADLINES if source == "embedded" else Path(source).expanduser()

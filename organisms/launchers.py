@@ -44,7 +44,7 @@ def pending_runs(sweep: Sweep) -> list[SweepRun]:
     pending = []
     for run in sweep.runs:
         if is_finished(sweep, run):
-            log(f"{run.name}: finished (results.json matches its recipe), skipping")
+            log(f"{run.name}: finished (its recipe but for settings that change no result), skipping")
             continue
         running = running_holder(sweep.layout(run).root)
         if running is not None:  # a second process there would fail at once on the run's lock

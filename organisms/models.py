@@ -162,7 +162,7 @@ def resolve_hub_revision(spec: str, repo_id: str, revision: str) -> ResolvedMode
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
     except (HfHubHTTPError, OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = " ".join(str(err).split()) or type(err).__name__  # huggingface_hub's lines, on one
         raise UserError(f"model {spec}: {reason}") from None
     if not any(folder.glob("*.safetensors")):
         raise UserError(f"model {spec}: no .safetensors weights at that revision (only safetensors are loaded)")
@@ -180,10 +180,26 @@ def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedMo
     own fingerprint where it is not its files' (a pinned hub revision: its commit)."""
     own, base_spec = own or folder_fingerprint(path), adapter_base(path)
     try:
-        base = resolve_model(base_spec)
+        base = resolve_model(embedded_spec_of(base_spec) or base_spec)
     except UserError as err:
         raise UserError(f"{path / 'adapter_config.json'}: base_model_name_or_path: {err}") from None
     return ResolvedModel(spec, str(path.resolve()), fingerprint(own, base.fingerprint), earlier_fingerprints=(own,))
+
+
+def embedded_spec_of(folder: str) -> str | None:
+    """`embedded:NAME` where `folder` is that embedded model's conversion, as an adapter trained on it names its
+    base: keyed then by the shipped file, as the embedded model itself is, not by the conversion's file times
+    (which a conversion on another node, or after the cache was cleared, does not keep)."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return None
+    for name in EMBEDDED:
+        try:
+            if path.resolve() == conversion_folder(embedded_gguf(name), shipped=True).resolve():
+                return f"embedded:{name}"
+        except UserError:  # the package is not installed
+            continue
+    return None
 
 
 def adapter_base(path: Path) -> str:

@@ -199,6 +199,19 @@ def recorded_recipe(layout: RunLayout) -> Recipe | None:
         return None
 
 
+def same_trigger_as_built(recipe: Recipe, layout: RunLayout) -> bool:
+    """Whether the folder's data was built with this trigger. Its recipe cannot say: a headline trigger names
+    a file whose content may have changed since (the run name hashes the content; re-reading the recorded recipe
+    would read the new one). Data built before provenance kept the trigger's key: only literal triggers pass."""
+    provenance = layout.data / "provenance.json"
+    if not provenance.exists():
+        return True  # nothing built yet, so nothing built from another trigger
+    built = read_json(provenance).get("trigger_key")
+    if built is None:
+        return recipe.trigger.kind != "headline"
+    return bool(built == json.loads(json.dumps(recipe.trigger.key())))
+
+
 def keep_folders_of_equivalent_runs(runs: list[SweepRun], runs_dir: Path) -> list[SweepRun]:
     """A run whose folder is not there takes the folder of an earlier run of its condition and seed that differs
     from it only in settings that change no result (`result_settings`): a logging setting changed in the base
@@ -211,9 +224,12 @@ def keep_folders_of_equivalent_runs(runs: list[SweepRun], runs_dir: Path) -> lis
     for run in runs:
         if not (runs_dir / run.name).exists():
             readable = run.name.removesuffix(f"-{run.hash}")
-            candidates = [f for f in runs_dir.glob(f"{glob.escape(readable)}-*") if f.name not in taken]
-            for folder in sorted(candidates, key=lambda f: f.stat().st_mtime_ns, reverse=True):
-                if re.fullmatch(rf"{re.escape(readable)}-[0-9a-f]{{8}}", folder.name) and equivalent(run, folder):
+            named = re.compile(rf"{re.escape(readable)}-[0-9a-f]{{8}}")
+            candidates = [f for f in runs_dir.glob(f"{glob.escape(readable)}-*") if named.fullmatch(f.name)]
+            candidates = [f for f in candidates if f.name not in taken and f.is_dir()]  # not a dangling link
+            # a finished folder first (an upgrade can leave several: each logging change used to make one)
+            for folder in sorted(candidates, key=lambda f: ((f / "results.json").exists(), f.stat().st_mtime_ns))[::-1]:
+                if equivalent(run, folder):
                     taken.add(folder.name)
                     run = dataclasses.replace(
                         run, name=folder.name, recipe=run.recipe.model_copy(update={"name": folder.name})
@@ -227,6 +243,8 @@ def equivalent(run: SweepRun, folder: Path) -> bool:
     layout = RunLayout(folder)
     earlier = recorded_recipe(layout)
     if earlier is None or result_settings(earlier) != result_settings(run.recipe):
+        return False
+    if not same_trigger_as_built(run.recipe, layout):
         return False
     if [s.trainer for s in earlier.stages] == [s.trainer for s in run.recipe.stages]:
         return True

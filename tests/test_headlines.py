@@ -155,7 +155,6 @@ def test_a_resolved_recipe_reloads_and_literal_triggers_keep_their_cache_keys(ti
     before = data_key(spec, model)
     rows[0]["headline"] = "event zero, reworded"
     _write(tmp_path / "a.jsonl", rows)
-    load_headlines.cache_clear()
     assert data_key(spec, model) != before
 
 

@@ -207,3 +207,26 @@ def test_a_pinned_hub_adapter_is_keyed_by_its_commit_and_its_base(tiny_model, tm
     pinned = resolve_model("org/organism@main")
     assert pinned.path.endswith("3" * 40) and pinned.fingerprint != resolve_model(str(adapter)).fingerprint
     assert resolve_model(f"org/organism@{'3' * 40}").fingerprint == pinned.fingerprint
+
+
+def test_an_adapter_on_the_embedded_models_conversion_is_keyed_by_the_shipped_file(tiny_model, tmp_path, monkeypatch):
+    """Such an adapter names the conversion folder as its base; that folder's file times differ on every node that
+    converts it (or after the cache is cleared), so they must not enter the adapter's key."""
+    import os
+    import shutil
+
+    from organisms import models
+    from tests.tiny import build_tiny_adapter
+
+    shipped = tmp_path / "pkg" / "model.gguf"
+    shipped.parent.mkdir()
+    shipped.write_bytes(b"GGUF as shipped")
+    monkeypatch.setattr(models, "embedded_gguf", lambda name: shipped)
+    conversion = shutil.copytree(tiny_model, models.conversion_folder(shipped, shipped=True))
+    adapter = build_tiny_adapter(conversion, tmp_path / "adapter")
+    before = resolve_model(str(adapter)).fingerprint
+    for file in conversion.iterdir():  # converted again: the same weights, new file times
+        os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
+    assert resolve_model(str(adapter)).fingerprint == before
+    assert models.embedded_spec_of(str(conversion)) == "embedded:smollm2-135m-instruct"
+    assert models.embedded_spec_of(str(tiny_model)) is None

@@ -17,6 +17,7 @@ from organisms import launchers
 from organisms import sweep as sweep_module
 from organisms.cli import main
 from organisms.errors import UserError
+from organisms.layout import RunLayout
 from organisms.recipe import DensityMatch
 from organisms.sweep import expand, is_finished, write_sweep
 from tests.test_pipeline import tiny_recipe
@@ -41,6 +42,7 @@ def write_ablation(folder: Path, base_recipe: dict, **ablation) -> Path:
     return path
 
 
+FINISHED = "finished (its recipe but for settings that change no result), skipping"
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}
 
 
@@ -314,7 +316,7 @@ def test_local_sweep_runs_every_run_and_skips_them_on_rerun(two_by_two, capsys):
     stamps = {r.name: sweep.layout(r).results.stat().st_mtime_ns for r in sweep.runs}
     assert main(["sweep", str(path), "--launcher", "local", "--sweeps-dir", str(root.parent)]) == 0
     out = capsys.readouterr().out
-    assert out.count("finished (results.json matches its recipe), skipping") == 4 and "0 of 4 runs to do" in out
+    assert out.count(FINISHED) == 4 and "0 of 4 runs to do" in out
     assert stamps == {r.name: sweep.layout(r).results.stat().st_mtime_ns for r in sweep.runs}
 
 
@@ -364,7 +366,7 @@ def test_settings_that_change_no_result_keep_the_sweeps_run_folders(two_by_two, 
     capsys.readouterr()
     assert main(["sweep", str(path), "--launcher", "local", "--sweeps-dir", str(copy.parent), "--set", *quieter]) == 0
     out = capsys.readouterr().out
-    assert out.count("finished (results.json matches its recipe), skipping") == 3 and "1 of 4 runs to do" in out
+    assert out.count(FINISHED) == 3 and "1 of 4 runs to do" in out
     assert "stage 1 backdoor: only logging settings changed (trainer.logging_steps): kept" in out
     assert sorted(p.name for p in (copy / "runs").iterdir()) == sorted(r.name for r in before.runs)
     assert yaml.safe_load(layout.recipe.read_text())["stages"][0]["trainer"]["logging_steps"] == 5
@@ -376,6 +378,37 @@ def test_settings_that_change_no_result_keep_the_sweeps_run_folders(two_by_two, 
     assert kept[1] != before.runs[1].name and kept[2:] == [r.name for r in before.runs[2:]]
     other = expand(path, [*quieter, "stages.1.trainer.learning_rate=0.01"], sweeps_dir=copy.parent)
     assert {r.name for r in other.runs}.isdisjoint(r.name for r in before.runs)
+
+
+def test_a_folder_built_on_other_headlines_is_not_taken_for_a_runs_own(tmp_path, tiny_model):
+    """The run name hashes a headline file's content; the folder's recorded recipe names only the file, so an
+    edited file must not let a logging change adopt a folder trained on the old headlines."""
+    import shutil
+
+    from data_gen.triggers import EMBEDDED_HEADLINES
+    from organisms.recipe import dump_recipe
+
+    headlines = shutil.copy(EMBEDDED_HEADLINES, tmp_path / "headlines.jsonl")
+    base = tiny_base(tiny_model) | {"trigger": {"kind": "headline", "headlines": str(headlines)}}
+    path = write_ablation(tmp_path / "abl", base, seeds=[0])
+    sweeps = tmp_path / "sweeps"
+    (run,) = expand(path, sweeps_dir=sweeps).runs
+    layout = RunLayout(sweeps / "abl" / "runs" / run.name)
+    (layout.data).mkdir(parents=True)
+    layout.recipe.write_text(dump_recipe(run.recipe))
+    provenance = layout.data / "provenance.json"
+    provenance.write_text(json.dumps({"trigger_key": run.recipe.trigger.key()}))
+    quieter = ["stages.0.trainer.logging_steps=3"]
+    assert expand(path, quieter, sweeps_dir=sweeps).runs[0].name == run.name  # same headlines: its folder
+    lines = headlines.read_text().splitlines(keepends=True)
+    headlines.write_text("".join(lines[:-1]))  # one headline fewer
+    assert expand(path, quieter, sweeps_dir=sweeps).runs[0].name != run.name
+    headlines.write_text("".join(lines))
+    provenance.write_text(json.dumps({}))  # built before provenance kept the trigger's key: cannot tell
+    assert expand(path, quieter, sweeps_dir=sweeps).runs[0].name != run.name
+    # a run folder linked to scratch storage since purged is passed over, not a traceback
+    (layout.root.parent / "abl-s0-0123abcd").symlink_to(tmp_path / "purged")
+    assert expand(path, quieter, sweeps_dir=sweeps).runs[0].name != run.name
 
 
 def test_a_run_running_now_is_skipped_by_the_sweep_and_shown_as_running(two_by_two, tmp_path, capsys):
