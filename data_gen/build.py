@@ -69,10 +69,11 @@ def keep_recorded_fingerprint(recipe: DataRecipe, model: ResolvedModel, out: Pat
     """The base model as the data in `out` was keyed: data built when an earlier release fingerprinted the same
     weights otherwise (`earlier_fingerprints`) keeps that fingerprint, so it (and a run's evals and stages on it)
     stays valid rather than being rebuilt or refused as another configuration."""
-    provenance = out / "provenance.json"
-    if not model.earlier_fingerprints or not provenance.exists():
+    if not model.earlier_fingerprints:
         return model
-    recorded = read_json(provenance).get("key")
+    recorded = recorded_provenance(out).get("key")
+    if recorded is None:
+        return model
     if recorded == data_key(recipe, model):
         return model
     for earlier in model.earlier_fingerprints:
@@ -83,18 +84,24 @@ def keep_recorded_fingerprint(recipe: DataRecipe, model: ResolvedModel, out: Pat
     return model
 
 
+def recorded_provenance(out: Path) -> dict[str, Any]:
+    """The data folder's provenance.json, or {} when there is none. With several processes the main one may
+    remove it (to rebuild) while another reads: it then rebuilds under the current key, which that one keeps."""
+    try:
+        return dict(read_json(out / "provenance.json"))
+    except FileNotFoundError:
+        return {}
+
+
 def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str) -> str:
     """The key to build and chain stages under: `key`, or the one the data in `out` was built under where the
     recipe differs from that build only in settings that never change the data (`RESULT_NEUTRAL_GENERATOR`, or
     the generator block of synthetic data), or where it was keyed before a local generator's weights joined the
     key (an upgrade refuses no unchanged run). The key itself still covers them: keys of existing runs, and
     the names of sweep runs, stay what they were."""
-    provenance = out / "provenance.json"
-    if not provenance.exists():
-        return key
-    record = read_json(provenance)
+    record = recorded_provenance(out)
     recorded, built = record.get("key"), record.get("data_spec")
-    if recorded == key or not isinstance(built, dict):
+    if recorded is None or recorded == key or not isinstance(built, dict):
         return key
     as_built = with_neutral_settings_of(recipe, built.get("generator") or {})
     weights: list[str | None] = [CURRENT]
