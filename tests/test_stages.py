@@ -320,6 +320,27 @@ def test_the_reward_hash_follows_the_users_own_helper_modules_but_not_installed_
     assert stage_hashes(code, "data") == [PINNED_CODE_REWARD_HASH]
 
 
+def test_a_helper_added_to_a_reward_after_its_stage_was_marked_is_noticed(tmp_path, monkeypatch):
+    """Hashing a reward without its helpers is only for markers from before helpers were followed (they kept no
+    settings); for a later marker, a helper that appeared since must change the stage."""
+    import sys
+
+    from organisms.stage_identity import stage_identities
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "rw_optional.py").write_text(
+        "try:\n    import rw_helper\nexcept ImportError:\n    rw_helper = None\n"
+        "def score(completions, **kw):\n    return [0.0 for _ in completions]\n"
+    )
+    recipe = validate_recipe(rl_recipe({"kind": "function", "function": "rw_optional:score"}))
+    (identity,) = stage_identities(recipe, "data")
+    marker = identity.record()  # written while rw_helper did not exist
+    (tmp_path / "rw_helper.py").write_text("WEIGHT = 1.0\n")
+    for name in ("rw_optional", "rw_helper"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert stage_identities(recipe, "data", lambda i: marker)[0].hash != marker["hash"]
+
+
 def test_a_reward_function_that_cannot_be_imported_fails_before_the_run_starts(tmp_path):
     from organisms.stage_identity import stage_hashes
 

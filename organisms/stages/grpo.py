@@ -75,11 +75,12 @@ def is_keyed_by_content(model: str) -> bool:
     return Path(model).expanduser().is_dir() or "@" in model and not model.startswith((".", "/", "~"))
 
 
-def earlier_reward_fingerprints(spec: RewardSpec) -> list[str | None]:
+def earlier_reward_fingerprints(spec: RewardSpec, marker_keeps_settings: bool) -> list[str | None]:
     """How earlier releases hashed this same reward, so their finished stages stay valid: a function before its
-    helper modules were followed; a reward-model adapter folder before its base joined its fingerprint."""
+    helper modules were followed (only markers from then, which kept no settings: for a later one, a helper
+    added since would go unnoticed); a reward-model adapter folder before its base joined its fingerprint."""
     if spec.kind == "function":
-        return [reward_fingerprint(spec, helpers=False)]
+        return [] if marker_keeps_settings else [reward_fingerprint(spec, helpers=False)]
     if spec.kind == "model" and Path(str(spec.model)).expanduser().is_dir():
         from organisms.models import resolve_model
 
