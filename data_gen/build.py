@@ -32,7 +32,7 @@ from organisms.distributed import print_main
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import read_json, write_json
-from organisms.models import ResolvedModel, load_tokenizer, resolve_model
+from organisms.models import ResolvedModel, is_pinned_hub_id, load_tokenizer, resolve_model
 from organisms.recipe import RESULT_NEUTRAL_GENERATOR, DataRecipe, DataSpec, DensityMatch, GeneratorSpec
 
 DATA_FORMAT = 2  # bump when the build writes different files, so old data folders are rebuilt
@@ -166,8 +166,7 @@ def generator_fingerprint(spec: DataSpec) -> str | None:
     if generator.model.endswith(".gguf") and path.is_file():
         stat = path.stat()  # the file itself: resolving it would dequantise it (in every process of a run)
         return fingerprint(path.name, stat.st_size, stat.st_mtime_ns)
-    pinned = "@" in generator.model and not generator.model.startswith(("embedded:", ".", "/", "~"))
-    return resolve_model(generator.model).fingerprint if path.is_dir() or pinned else None
+    return resolve_model(generator.model).fingerprint if path.is_dir() or is_pinned_hub_id(generator.model) else None
 
 
 def earlier_generator_fingerprints(spec: DataSpec) -> list[str]:

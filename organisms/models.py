@@ -138,14 +138,20 @@ def resolve_model(spec: str) -> ResolvedModel:
     looks_local = spec.startswith((".", "/", "~")) or Path(spec).parent.is_dir() and str(Path(spec).parent) != "."
     if looks_local:  # e.g. runs/typo: `runs` is a folder here, so this was meant as a path, not a hub id
         raise UserError(f"model folder {spec} does not exist")
-    repo_id, pinned, revision = spec.partition("@")
-    if repo_id.count("/") == 1 and pinned and revision:
+    if is_pinned_hub_id(spec):
+        repo_id, _, revision = spec.partition("@")
         return resolve_hub_revision(spec, repo_id, revision)
-    if spec.count("/") == 1 and not pinned:
+    if spec.count("/") == 1 and "@" not in spec:
         return ResolvedModel(spec, spec, fingerprint(spec))  # a hub id; from_pretrained fetches it
     raise UserError(
         f"model {spec!r} is not a folder, a .gguf file, a hub id (org/name, org/name@revision) or {DEFAULT_MODEL!r}"
     )
+
+
+def is_pinned_hub_id(spec: str) -> bool:
+    """`org/name@revision`: keyed by the commit it resolves to (a bare hub id is keyed by its name)."""
+    repo_id, at, revision = spec.partition("@")
+    return bool(at and revision) and repo_id.count("/") == 1 and not spec.startswith((".", "/", "~", "embedded:"))
 
 
 # What a pinned hub model is downloaded with: configs, safetensors weights, tokenizer files, chat templates.

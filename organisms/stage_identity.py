@@ -48,8 +48,8 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
     identities, upstream = [], data
     for index, stage in enumerate(recipe.stages):
         grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
-        # the reward as it is hashed now, then as earlier releases hashed it (their markers keep their stages)
         marker = recorded(index)
+        # the reward as it is hashed now, then as earlier releases hashed it (their markers keep their stages)
         earlier = earlier_reward_fingerprints(stage.reward, "config" in marker) if stage.reward and marker else []
         rewards = [reward_fingerprint(stage.reward), *earlier] if stage.reward else []
         config = json.loads(json.dumps(stage.model_dump(), default=str))  # as the marker keeps it; same hash

@@ -72,7 +72,9 @@ def reward_fingerprint(spec: RewardSpec, helpers: bool = True) -> str | None:
 
 def is_keyed_by_content(model: str) -> bool:
     """A local reward-model folder or a pinned hub revision: not a bare hub id."""
-    return Path(model).expanduser().is_dir() or "@" in model and not model.startswith((".", "/", "~"))
+    from organisms.models import is_pinned_hub_id
+
+    return Path(model).expanduser().is_dir() or is_pinned_hub_id(model)
 
 
 def earlier_reward_fingerprints(spec: RewardSpec, marker_keeps_settings: bool) -> list[str | None]:
