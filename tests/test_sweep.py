@@ -411,6 +411,34 @@ def test_a_folder_built_on_other_headlines_is_not_taken_for_a_runs_own(tmp_path,
     assert expand(path, quieter, sweeps_dir=sweeps).runs[0].name != run.name
 
 
+def test_of_two_folders_a_run_could_take_it_takes_the_finished_one(tmp_path, tiny_model):
+    """An upgrade can leave several folders of one run (each logging change used to make one): the finished one
+    is taken, not the newest, and a report written mid-way does not count as finished."""
+    import os
+
+    from organisms.recipe import dump_recipe
+
+    path = write_ablation(tmp_path / "abl", tiny_base(tiny_model), seeds=[0])
+    sweeps = tmp_path / "sweeps"
+    (run,) = expand(path, sweeps_dir=sweeps).runs
+    runs_dir = sweeps / "abl" / "runs"
+    folders = {}
+    for name, results in [("finished", {}), ("newer", None), ("reported", {"unfinished": ["hhh_sft"]})]:
+        folder = runs_dir / f"abl-s0-{name.encode().hex()[:8]}"
+        folder.mkdir(parents=True)
+        (folder / "recipe.resolved.yaml").write_text(dump_recipe(run.recipe))
+        if results is not None:
+            (folder / "results.json").write_text(json.dumps(results))
+        folders[name] = folder
+    for age, name in enumerate(["reported", "newer", "finished"]):  # the finished one is the oldest
+        stamp = folders[name].stat().st_mtime_ns - age * 10**9
+        os.utime(folders[name], ns=(stamp, stamp))
+    quieter = ["stages.0.trainer.logging_steps=3"]
+    assert expand(path, quieter, sweeps_dir=sweeps).runs[0].name == folders["finished"].name
+    (folders["finished"] / "results.json").write_text(json.dumps({"unfinished": ["hhh_sft"]}))
+    assert expand(path, quieter, sweeps_dir=sweeps).runs[0].name == folders["reported"].name  # none is: the newest
+
+
 def test_a_run_running_now_is_skipped_by_the_sweep_and_shown_as_running(two_by_two, tmp_path, capsys):
     from tests.test_pipeline import hold_lock
 
