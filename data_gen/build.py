@@ -104,36 +104,40 @@ def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: 
     match = built_as(recipe, model, record)
     if match is None:
         return key
-    candidate, weight = match
+    candidate, how, weight = match
     ours, theirs = recipe.data.generator.model_dump(mode="json"), candidate.data.generator.model_dump(mode="json")
     changed = ", ".join(f"generator.{n}: {theirs[n]!r} -> {ours[n]!r}" for n in ours if ours[n] != theirs[n])
     if changed:
         print_main(f"data: {out} keeps its data ({changed} changes no row)")
-    if weight is None:
+    if how == "unkeyed":
         print_main(
             f"data: {out} was keyed before a local generator's weights joined the data key; kept (a "
             f"generator retrained in place since then is not noticed for this folder)"
         )
-    elif weight != CURRENT:
+    elif how == "earlier":
         print_main(f"data: {out} is keyed by the generator's earlier fingerprint {weight}; keeping it")
     return str(record["key"])
 
 
-def built_as(recipe: DataRecipe, model: ResolvedModel, record: dict[str, Any]) -> tuple[DataRecipe, str | None] | None:
+def built_as(
+    recipe: DataRecipe, model: ResolvedModel, record: dict[str, Any]
+) -> tuple[DataRecipe, str, str | None] | None:
     """How the recorded data was keyed, if it is this recipe's on `model`: the recipe with the recorded build's
-    result-neutral generator settings or its own, and a local generator's fingerprint as now, as an earlier
-    release took it (an adapter alone), or left out (before its weights joined the key). None if no way fits."""
+    result-neutral generator settings or its own, and a local generator's fingerprint as now ("now"), as an
+    earlier release took it ("earlier": an adapter alone) or left out ("unkeyed": before its weights joined the
+    key). None if no way fits. The generator is resolved once, not for every key tried."""
     recorded, built = record.get("key"), record.get("data_spec")
     if recorded is None or not isinstance(built, dict):
         return None
     as_built = with_neutral_settings_of(recipe, built.get("generator") or {})
-    weights: list[str | None] = [CURRENT]
-    if generator_fingerprint(recipe.data):
-        weights += [*earlier_generator_fingerprints(recipe.data), None]
+    now = generator_fingerprint(recipe.data)  # the neutral settings never change it
+    weights: list[tuple[str, str | None]] = [("now", now)]
+    if now:
+        weights += [*(("earlier", e) for e in earlier_generator_fingerprints(recipe.data)), ("unkeyed", None)]
     for candidate in (recipe, as_built) if as_built is not None else (recipe,):
-        for weight in weights:
+        for how, weight in weights:
             if data_key(candidate, model, generator_weights=weight) == recorded:
-                return candidate, weight
+                return candidate, how, weight
     return None
 
 
@@ -195,9 +199,9 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
 
     key = key or key_of_built_data(recipe, model, out, data_key(recipe, model))
     provenance_file = out / "provenance.json"
-    if provenance_file.exists() and read_json(provenance_file).get("key") == key:
+    record = recorded_provenance(out)
+    if record.get("key") == key:
         print(f"data: reusing {out} (key {key})", flush=True)
-        record = dict(read_json(provenance_file))
         if "trigger_key" not in record:  # built before it was kept: the key matched, so it is this trigger's
             record["trigger_key"] = recipe.trigger.key()
             write_json(provenance_file, record)
