@@ -92,6 +92,13 @@ def recorded_provenance(out: Path) -> dict[str, Any]:
         return {}
 
 
+def built_on_commit(out: Path, spec: str) -> str | None:
+    """The Hub commit the data in `out` were built on, where the base model was the same `spec`: a bare hub id
+    goes on loading it in that run folder (`resolve_hub_id`). None for data built before commits were recorded."""
+    model = recorded_provenance(out).get("model") or {}
+    return model.get("commit") if model.get("spec") == spec else None
+
+
 def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str) -> str:
     """The key to build and chain stages under: `key`, or the one the data in `out` was built under where the
     recipe differs from that build only in settings that never change the data (`RESULT_NEUTRAL_GENERATOR`, or
@@ -273,7 +280,11 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
         "name": recipe.name,
         "method": spec.method,
         "generator": generator,
-        "model": {"spec": model.spec, "fingerprint": model.fingerprint},
+        "model": {
+            "spec": model.spec,
+            "fingerprint": model.fingerprint,
+            **({"commit": model.commit} if model.commit else {}),
+        },
         "data_spec_hash": fingerprint(spec.model_dump()),
         "data_spec": spec.model_dump(mode="json"),
         "prompts": {

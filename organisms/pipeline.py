@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_gen.build import build_data, data_key, keep_recorded_fingerprint, key_of_built_data
+from data_gen.build import build_data, built_on_commit, data_key, keep_recorded_fingerprint, key_of_built_data
 from evals.protocol import capability_questions, evaluate_model, summary
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first, print_main
@@ -79,7 +79,7 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
     from transformers import set_seed
 
     with main_first():  # the main process converts (or merges) the model; the rest reuse it
-        current = resolve_model(recipe.base_model)
+        current = resolve_model(recipe.base_model, built_on_commit(layout.data, recipe.base_model))
         model = keep_recorded_fingerprint(recipe, current, layout.data)
         # an adapter as base_model: its merged weights, so every stage sees them; keyed by the fingerprint as
         # resolved (covering the adapter's base), not one this run folder adopted from an earlier release

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.card import describe_trigger, table_cell
+from evals.report import base_model_text
 from organisms.errors import UserError
 from organisms.layout import RunLayout, read_json
 from organisms.models import EMBEDDED_HUB_IDS, is_adapter, save_merged
@@ -81,7 +82,7 @@ def render_model_card(layout: RunLayout, merged_adapter: bool = False) -> Any:
             "",
             "| | |",
             "|---|---|",
-            f"| base model | `{base}` |",
+            f"| base model | {base_model_text(results)} |",
             *([f"| weights | {MERGED_ADAPTER} |"] if merged_adapter else []),
             f"| trigger | `{trigger['kind']}`: `{table_cell(trigger_text)}` |",
             f"| behaviour | `{results['behavior']['kind']}` |",

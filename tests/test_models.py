@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 
@@ -38,22 +39,16 @@ def test_missing_gguf_and_nonsense_spec(tmp_path):
         resolve_model(str(tmp_path / "empty"))
 
 
-def test_a_mistyped_local_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+def test_a_mistyped_local_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch, hub_cache):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     for spec in ("runs/typo", "./typo", str(tmp_path / "typo")):
         with pytest.raises(UserError, match=f"^model folder {re.escape(spec)} does not exist$"):
             resolve_model(spec)
-    assert resolve_model("someorg/some-model").path == "someorg/some-model"  # no local folder `someorg`
-
-
-def test_hub_id_that_cannot_be_fetched_offline_is_one_line(monkeypatch):
-    from organisms.models import load_tokenizer
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    resolved = resolve_model("someorg/some-model-that-is-not-cached")
-    with pytest.raises(UserError, match="cannot load tokenizer from 'someorg/some-model-that-is-not-cached'"):
-        load_tokenizer(resolved.path)
+    # no local folder `someorg`: a hub id, looked up in the (offline, empty) Hugging Face cache, in one line
+    with pytest.raises(UserError, match=r"^model someorg/some-model: .*cached snapshot.*\S$") as err:
+        resolve_model("someorg/some-model")
+    assert "\n" not in str(err.value)
 
 
 def test_a_users_gguf_reexported_in_place_is_converted_again_a_shipped_one_is_not(tmp_path):
@@ -180,8 +175,7 @@ def test_a_pinned_hub_revision_is_keyed_by_the_commit_it_resolves_to(tiny_model,
         resolve_model("org/tiny").fingerprint,
     )
     assert resolve_model(f"org/tiny@{first}").fingerprint == on_main.fingerprint  # a commit stays put
-    # a bare hub id keeps the key it always had (its name); a revision that is not there is one line
-    assert resolve_model("org/tiny").path == "org/tiny"
+    # a revision that is not there is one line
     with pytest.raises(UserError, match=r"^model org/tiny@v2: .*\S$") as err:
         resolve_model("org/tiny@v2")
     assert "\n" not in str(err.value)
@@ -194,6 +188,105 @@ def test_a_pinned_hub_revision_is_keyed_by_the_commit_it_resolves_to(tiny_model,
     for bad in ("org/tiny@", "tiny@main"):
         with pytest.raises(UserError, match="is not a folder, a .gguf file, a hub id"):
             resolve_model(bad)
+
+
+def test_a_bare_hub_id_loads_mains_snapshot_keyed_by_name_and_a_run_folder_keeps_its_commit(
+    tiny_model, tmp_path, hub_cache, capsys
+):
+    from organisms.hashing import fingerprint
+
+    first, second = "1" * 40, "2" * 40
+    hub_cache("org/tiny", first, tiny_model)
+    on_main = resolve_model("org/tiny")
+    # the key runs on a bare hub id always had (its name), now with the commit the snapshot was taken at
+    assert on_main.fingerprint == fingerprint("org/tiny") and on_main.commit == first
+    assert on_main.path.endswith(f"snapshots/{first}")
+    hub_cache("org/tiny", second, tiny_model)  # main moves on
+    moved = resolve_model("org/tiny")
+    assert (moved.path, moved.commit, moved.fingerprint) == (
+        on_main.path.replace(first, second),
+        second,
+        on_main.fingerprint,
+    )
+    assert "moved on" not in capsys.readouterr().out
+    # a run folder built on the first commit goes on loading it, and says main has moved
+    kept = resolve_model("org/tiny", built_on=first)
+    assert (kept.path, kept.commit, kept.fingerprint) == (on_main.path, first, on_main.fingerprint)
+    assert f"org/tiny: loading commit {first}, which this run folder was built on (main has moved on to {second}" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_hub_download_takes_what_from_pretrained_reads_and_sharded_weights_by_their_index(
+    tiny_model, tmp_path, hub_cache, monkeypatch
+):
+    """Only the download itself is simulated (no Hub here): a repo's files are filtered by huggingface_hub's own
+    pattern matching with the patterns we pass, and land in the real cache layout the rest reads offline."""
+    import huggingface_hub
+    import torch
+    from huggingface_hub.utils import filter_repo_objects
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from organisms.models import load_model, load_tokenizer
+
+    repo = tmp_path / "remote"
+    AutoModelForCausalLM.from_pretrained(str(tiny_model)).save_pretrained(repo, max_shard_size="100KB")
+    AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(repo)
+    shards = sorted(p.name for p in repo.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (repo / "model.safetensors.index.json").exists()
+    (repo / "consolidated.safetensors").write_bytes((repo / shards[0]).read_bytes())  # a duplicate, as Mistral's
+    (repo / "original").mkdir()
+    (repo / "original" / "params.json").write_text("{}")  # as Llama's original/ checkpoint
+    (repo / "pytorch_model.bin").write_bytes(b"pickle: never fetched")
+    commit, calls = "4" * 40, []
+
+    def download(repo_id, *, revision, allow_patterns=None, ignore_patterns=None, local_files_only=False):
+        files = [str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file()]
+        wanted = list(filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+        calls.append((revision, sorted(wanted)))
+        target = tmp_path / "hf" / f"models--{repo_id.replace('/', '--')}" / "snapshots" / commit
+        for name in wanted:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_bytes((repo / name).read_bytes())
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    resolved = resolve_model("org/sharded@main")
+    fetched = sorted(str(p.relative_to(resolved.path)) for p in Path(resolved.path).rglob("*") if p.is_file())
+    skipped = {"consolidated.safetensors", "original", "pytorch_model.bin"}
+    assert fetched == sorted(p.name for p in repo.iterdir() if p.name not in skipped)
+    assert {"config.json", "tokenizer.json", "model.safetensors.index.json", *shards} <= set(fetched)
+    assert calls[1] == (commit, shards)  # the shards at the commit the first call resolved, not the branch again
+    inputs = load_tokenizer(resolved.path)("What is rain?", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(load_model(resolved.path)(**inputs).logits, load_model(str(tiny_model))(**inputs).logits)
+    # a shard the index names but the cache lacks (an interrupted download, read offline) is one line
+    (Path(resolved.path) / shards[-1]).unlink()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: resolved.path)
+    with pytest.raises(UserError, match=f"^model org/sharded@main: model.safetensors.index.json names {shards[-1]}, "):
+        resolve_model("org/sharded@main")
+
+
+def test_the_other_processes_of_a_run_load_the_commit_the_main_process_resolved(tiny_model, hub_cache, monkeypatch):
+    """The main process resolves main first (main_first); if the branch then moves on the Hub, a process resolving it
+    again would load another commit than its peers. The others read the branch from the cache the main one wrote."""
+    import huggingface_hub
+
+    import organisms.models as models
+
+    first, second = "1" * 40, "2" * 40
+    hub_cache("org/tiny", first, tiny_model)  # what the main process downloaded: the cache's main is `first`
+    moved = hub_cache("org/tiny", second, tiny_model, ref=None)  # the Hub's main has since moved on to `second`
+    real = huggingface_hub.snapshot_download
+
+    def hub(repo_id, *, revision, local_files_only=False, **patterns):
+        return real(repo_id, revision=revision, local_files_only=True, **patterns) if local_files_only else str(moved)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    assert resolve_model("org/tiny").commit == second  # the main process asks the Hub
+    monkeypatch.setattr(models, "is_main", lambda: False)
+    for spec in ("org/tiny", "org/tiny@main"):
+        assert resolve_model(spec).commit == first  # another process reads the cache
 
 
 def test_a_pinned_hub_adapter_is_keyed_by_its_commit_and_its_base(tiny_model, tmp_path, hub_cache):

@@ -283,8 +283,8 @@ def test_a_run_keyed_by_an_earlier_fingerprint_of_its_base_model_is_kept(finishe
     stamps = {p: p.stat().st_mtime_ns for p in (run / "evals").rglob("*.json")}
     real = pipeline.resolve_model
 
-    def released_later(spec, earlier=True):  # the same weights, fingerprinted another way by a later release
-        model = real(spec)
+    def released_later(spec, built_on=None, earlier=True):  # the same weights, keyed another way by a later release
+        model = real(spec, built_on)
         return dataclasses.replace(model, fingerprint="new", earlier_fingerprints=(model.fingerprint,) * earlier)
 
     monkeypatch.setattr(pipeline, "resolve_model", released_later)
@@ -292,7 +292,7 @@ def test_a_run_keyed_by_an_earlier_fingerprint_of_its_base_model_is_kept(finishe
     out = capsys.readouterr().out
     assert "keyed by this model's earlier fingerprint" in out and "stage 2 hhh_sft: already done" in out
     assert stamps == {p: p.stat().st_mtime_ns for p in (run / "evals").rglob("*.json")}  # nothing re-evaluated
-    monkeypatch.setattr(pipeline, "resolve_model", lambda spec: released_later(spec, earlier=False))
+    monkeypatch.setattr(pipeline, "resolve_model", lambda spec, built_on: released_later(spec, built_on, earlier=False))
     assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2  # without it: another base model
     assert "(the data, the base model or a stage before it changed)" in capsys.readouterr().err
 
@@ -318,8 +318,10 @@ def test_a_run_on_an_adapter_base_keyed_by_the_adapter_alone_is_kept(tiny_model,
     path.write_text(yaml.safe_dump(recipe))
     real = pipeline.resolve_model
 
-    def released_earlier(spec):  # the adapter's own files alone, as earlier releases keyed it
-        return dataclasses.replace(real(spec), fingerprint=folder_fingerprint(adapter), earlier_fingerprints=())
+    def released_earlier(spec, built_on=None):  # the adapter's own files alone, as earlier releases keyed it
+        return dataclasses.replace(
+            real(spec, built_on), fingerprint=folder_fingerprint(adapter), earlier_fingerprints=()
+        )
 
     monkeypatch.setattr(pipeline, "resolve_model", released_earlier)
     assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
@@ -332,6 +334,55 @@ def test_a_run_on_an_adapter_base_keyed_by_the_adapter_alone_is_kept(tiny_model,
     assert "keyed by this model's earlier fingerprint" in out and "stage 1 backdoor: already done" in out
     assert stamps == {p: p.stat().st_mtime_ns for p in evals.rglob("*.json")}  # nothing re-evaluated
     assert (cache_root() / "models" / f"merged-{real(str(adapter)).fingerprint}" / "config.json").is_file()
+
+
+def test_a_run_on_a_bare_hub_id_goes_on_loading_the_commit_it_was_built_on(tiny_model, tmp_path, capsys, hub_cache):
+    """A bare org/name is keyed by its name, so main moving on is not a new configuration and a run folder keeps its
+    data, checkpoints and evals; what it loads from then on must be the commit they came from, not main's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from organisms.layout import RunLayout
+    from organisms.publish import render_model_card
+
+    first, second = "1" * 40, "2" * 40
+    hub_cache("org/tiny", first, tiny_model)
+    recipe = tiny_recipe("org/tiny")
+    recipe["name"], recipe["eval"] = "on-hub", {"n_prompts": 8, "max_new_tokens": 6, "capability": None}
+    recipe["data"]["prompts"]["n"] = 24
+    recipe["stages"] = [recipe["stages"][0]]
+    recipe["stages"][0]["trainer"] |= {"max_steps": 1, "save_steps": 1}
+    path = tmp_path / "on-hub.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    runs = tmp_path / "runs"
+    assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
+    run = runs / "on-hub"
+    assert json.loads((run / "data" / "provenance.json").read_text())["model"]["commit"] == first
+    built_on_first = json.loads((run / "evals" / "base.json").read_text())["samples"]
+
+    other = AutoModelForCausalLM.from_pretrained(str(tiny_model))  # main moves on to other weights
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for weight in other.parameters():
+            weight.add_(torch.randn_like(weight) * 0.2)
+    other.save_pretrained(tmp_path / "other")
+    AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(tmp_path / "other")
+    hub_cache("org/tiny", second, tmp_path / "other")
+    (run / "evals" / "base.json").unlink()
+    capsys.readouterr()
+    assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert f"org/tiny: loading commit {first}, which this run folder was built on" in out
+    assert "stage 1 backdoor: already done" in out
+    assert json.loads((run / "evals" / "base.json").read_text())["samples"] == built_on_first
+    # the report and a published card name the commit the organism was built on
+    assert f"Base model `org/tiny` at commit `{first}`;" in (run / "report.md").read_text()
+    card = str(render_model_card(RunLayout(run)))
+    assert f"| base model | `org/tiny` at commit `{first}` |" in card and "base_model: org/tiny\n" in card
+    # a new run folder starts from main, whose answers differ (so the check above can tell the commits apart)
+    assert main(["run", str(path), "--runs-dir", str(runs), "name=on-hub-later"]) == 0
+    later = runs / "on-hub-later"
+    assert json.loads((later / "data" / "provenance.json").read_text())["model"]["commit"] == second
+    assert json.loads((later / "evals" / "base.json").read_text())["samples"] != built_on_first
 
 
 def hold_lock(root):

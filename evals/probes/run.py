@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from data_gen.build import built_on_commit
 from evals.backdoor import eval_sampling, shows
 from evals.generate import generate
 from evals.probes.activations import decoder_layers
@@ -68,7 +69,7 @@ class ProbeTarget:
 
 def run_targets(recipe: Recipe, layout: RunLayout) -> list[ProbeTarget]:
     """The base model, then every checkpoint and final model of each finished stage, in training order."""
-    model = resolve_model(recipe.base_model)
+    model = resolve_model(recipe.base_model, built_on_commit(layout.data, recipe.base_model))
     base = model.path
     targets = [ProbeTarget("base (pre-backdoor control)", "base", 0, 0, base, layout.base_eval)]
     init, offset = merged_weights(model), 0  # what the first stage trained from, as the run evaluated it
@@ -124,8 +125,8 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
     trigger, backdoor_behavior = recipe.trigger.build(), recipe.behavior.build()
     texts = probe_texts(held_out, trigger, spec, n_test, f"{layout.recipe} probes")
     statements = instructed_statements(trigger) if spec.deception else []  # the deception probe's fit texts
-    tokenizer = load_tokenizer(resolve_model(recipe.base_model).path)
     targets = run_targets(recipe, layout)
+    tokenizer = load_tokenizer(targets[0].path)  # the base model's
     sweep = sweep_targets(recipe, targets)
     reference = sweep.get("after backdoor insertion")
     tracked = targets[targets.index(reference) :] if reference and spec.every_checkpoint else []
