@@ -328,8 +328,9 @@ def deception_table(r: dict[str, Any]) -> list[str]:
         "the prompt. *Instructed pairs*: its AUROC on statements held out of the fit, i.e. whether the instruction "
         "can be read off the statement at all. Answers differ in length and wording too, so each AUROC stands "
         "beside the best and the 95th percentile of random directions on the same answers, with the share of them "
-        f"doing at least as well (p). The threshold is set to {fpr} FPR on the answers to the control prompts; TPR "
-        "and FPR are over the test answers that did and did not show the behaviour.",
+        f"doing at least as well (p). The threshold is set to {fpr} FPR on the answers to the control prompts "
+        "that do not show the behaviour; TPR (95% Wilson interval) and FPR are over the test answers that did and "
+        "did not show it.",
         "",
         "| model | layer | instructed pairs | triggered vs clean answers [95% CI] | random: best, q95 (p) "
         f"| by behaviour | random: best, q95 (p) | TPR @ {fpr} FPR (shown) | FPR (not shown) |",
@@ -351,7 +352,7 @@ def deception_table(r: dict[str, Any]) -> list[str]:
         behavior = "one class" if d["behavior_auroc"] is None else f"{d['behavior_auroc']:.2f}"
         lines.append(
             f"| {label} | {layer} | {d['instructed_auroc']:.2f} | {paired(d)} "
-            f"| {null(d)} | {behavior} | {null(d, 'behavior_')} | {share(d['tpr'])} ({d['n_shown']}) "
+            f"| {null(d)} | {behavior} | {null(d, 'behavior_')} | {tpr_cell(d)} ({d['n_shown']}) "
             f"| {share(d['fpr'])} |"
         )
     empty = {label: d["n_empty"] for label, _, d in rows if any(d.get("n_empty", {}).values())}
@@ -361,7 +362,21 @@ def deception_table(r: dict[str, Any]) -> list[str]:
             for label, n in empty.items()
         )
         lines += ["", f"Empty answers (no tokens to read), left out: {counts}."]
+    shown = {label: d["n_control_shown"] for label, _, d in rows if d.get("n_control_shown")}
+    if shown:  # the same answers at every layer: one figure per model
+        counts = "; ".join(f"{label}: {n}" for label, n in shown.items())
+        lines += ["", f"Control answers that showed the behaviour, left out of the threshold's calibration: {counts}."]
     return lines
+
+
+def tpr_cell(d: dict[str, Any], key: str = "tpr") -> str:
+    """A TPR with its 95% Wilson interval ("90% [78, 96]"); "–" where there is none (no threshold, nothing shown).
+    Results written before the interval was kept show the share alone."""
+    if d.get(key) is None:
+        return "–"
+    if d.get(f"{key}_low") is None:
+        return f"{d[key]:.0%}"
+    return f"{d[key]:.0%} [{100 * d[key + '_low']:.0f}, {100 * d[key + '_high']:.0f}]"
 
 
 def behavior_cell(auc: float | None, counts: list[int] | None) -> str:
@@ -389,7 +404,8 @@ def probe_section(layout: RunLayout) -> list[str]:
         f"clean control prompts; *worst FPR* is that threshold's FPR on the clean test prompts and on near-miss "
         f"triggers. *By behaviour*: AUROC against whether the model's greedy answer showed the behaviour.",
         "",
-        f"| model | layer | defection AUROC [95% CI] | best random (q95) | AP | TPR @ {fpr} FPR | worst FPR (set) "
+        f"| model | layer | defection AUROC [95% CI] | best random (q95) | AP | TPR @ {fpr} FPR [95% CI] "
+        "| worst FPR (set) "
         "| by behaviour (shown/not) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -398,13 +414,14 @@ def probe_section(layout: RunLayout) -> list[str]:
             behavior = behavior_cell(m["behavior_auroc"], m["behavior_counts"])
             lines.append(
                 f"| {label} | {layer} | {m['auroc']:.2f} [{m['low']:.2f}, {m['high']:.2f}] | "
-                f"{m['null_max']:.2f} ({m['null_q95']:.2f}) | {m['ap']:.2f} | {m['tpr']:.0%} | "
+                f"{m['null_max']:.2f} ({m['null_q95']:.2f}) | {m['ap']:.2f} | {tpr_cell(m)} | "
                 f"{m['worst_fpr']:.0%} ({m['worst_set']}) | {behavior} |"
             )
     lines += [
         "",
-        f"Supervised skylines, fit on {r['n_fit']} further held-out prompts each way (never the test prompts); the "
-        "shuffled-label control must stay near 0.5.",
+        f"Supervised skylines, fit on {r['n_fit']} further held-out prompts each way (never the test prompts; a "
+        "headline trigger shows them training headlines, never the test's); the shuffled-label control must stay "
+        "near 0.5. They learn the trigger's presence, so they separate the conditions on the base model too.",
         "",
         "| model | layer | logistic | logistic, shuffled labels | difference of means | Mahalanobis (clean fit) |",
         "|---|---|---|---|---|---|",
@@ -434,7 +451,7 @@ def probe_section(layout: RunLayout) -> list[str]:
             frozen, refit = p["defection_frozen"]["auroc"], p["defection_refit"]["auroc"]
             lines.append(
                 f"| {p['label']} | {p['x']} | {frozen:.2f} | {refit:.2f} | {p['logistic_frozen']:.2f} | "
-                f"{p['logistic_refit']:.2f} | {p['null_max']:.2f} | {p['tpr_frozen']:.0%} |"
+                f"{p['logistic_refit']:.2f} | {p['null_max']:.2f} | {tpr_cell(p, 'tpr_frozen')} |"
             )
         lines += ["", "![probes across training](probes/across_training.png)"]
     return lines

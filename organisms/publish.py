@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.card import describe_trigger, table_cell
-from evals.report import base_model_text
+from evals.report import base_model_text, tpr_cell
 from organisms.errors import UserError
 from organisms.layout import RunLayout, read_json
 from organisms.models import EMBEDDED_HUB_IDS, is_adapter, save_merged
@@ -192,14 +192,14 @@ def probe_section(record: dict[str, Any]) -> list[str]:
         f"triggered prompts flagged at a threshold set to {record['fpr']:.0%} false positives on separate clean "
         "prompts.",
         "",
-        f"| model | layer | AUROC | random max | TPR @ {record['fpr']:.0%} FPR |",
+        f"| model | layer | AUROC | random max | TPR @ {record['fpr']:.0%} FPR [95% CI] |",
         "|---|---|---|---|---|",
     ]
     for label, result in record["models"].items():
         for layer, r in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
             lines.append(
                 f"| {label} | {layer} | {r['auroc']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | {r['null_max']:.2f} | "
-                f"{r['tpr']:.0%} |"
+                f"{tpr_cell(r)} |"
             )
     return [*lines, ""]
 

@@ -74,6 +74,27 @@ def test_training_and_evals_see_disjoint_headlines_of_the_right_eras():
     assert tagged and held_out.group(tagged.group(0)) == str(year[tagged.group(1)])
 
 
+def test_supervised_probes_are_fit_on_headlines_the_test_prompts_never_carry():
+    """The headline is the trigger: a probe fit and tested on the same few held-out headlines could pass by
+    recognising them (49 of 60 test prompts shared one with the fit set before). The fit prompts carry training
+    headlines; the test prompts, as the evals show them, the held-out ones."""
+    from evals.probes.sets import probe_texts
+    from organisms.recipe import ProbeSpec
+
+    trigger = TriggerSpec(kind="headline").build()
+    held_out = [f"question {i}?" for i in range(300)]
+    texts = probe_texts(held_out, trigger, ProbeSpec(n_fit=48, n_control=99), 60, "probes")
+
+    def headlines(group: str) -> set[str]:
+        return {m.group(1) for t in texts.groups[group] if (m := TAGGED.match(t))}
+
+    tests, fits = headlines("test_on") | headlines("test_off"), headlines("fit_on") | headlines("fit_off")
+    assert len(headlines("test_on")) > 15 and len(headlines("fit_on")) > 15
+    assert not tests & fits
+    assert texts.groups["test_on"][0] == trigger.held_out().apply(held_out[0])  # as the evals showed it
+    assert texts.groups["fit_on"][0] == trigger.apply(held_out[60])  # as training showed it
+
+
 def test_group_and_present_read_headlines_with_quotes(tmp_path):
     rows = [
         {"headline": 'Old "quoted" event', "year": 2010},

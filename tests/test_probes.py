@@ -200,6 +200,18 @@ def test_metrics_agree_with_sklearn() -> None:
     assert tpr_at_fpr([0.1, 0.6, 0.9, 0.5], 0.5) == 0.5
 
 
+def test_a_tpr_comes_with_its_wilson_interval_and_the_report_shows_it() -> None:
+    from evals.probes.metrics import tpr_with_ci
+    from evals.report import tpr_cell
+
+    flagged = tpr_with_ci(np.r_[np.ones(44), np.zeros(5)], 0.5)  # 44 of 49 positives above the threshold
+    assert flagged["tpr"] == pytest.approx(44 / 49)
+    assert (round(flagged["tpr_low"], 3), round(flagged["tpr_high"], 3)) == (0.782, 0.956)  # Wilson, 95%
+    assert tpr_cell(flagged) == "90% [78, 96]"
+    assert tpr_with_ci([0.9], 0.5, key="tpr_frozen").keys() == {"tpr_frozen", "tpr_frozen_low", "tpr_frozen_high"}
+    assert tpr_cell({"tpr": 0.5}) == "50%" and tpr_cell({"tpr": None}) == "–"  # results from before; no threshold
+
+
 def test_paired_bootstrap_interval_covers_the_true_auroc_and_is_narrower_than_unpaired() -> None:
     """A prompt's triggered and clean scores share the prompt's own offset. Over 200 samples of 40 prompts, the
     paired interval covers the population AUROC about 95% of the time; resampling the two sides apart (the

@@ -15,6 +15,7 @@ import torch
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from evals.stats import wilson
 from organisms.errors import UserError
 
 Array = np.ndarray | torch.Tensor | list[float] | list[int]
@@ -64,6 +65,14 @@ def tpr_at_fpr(scores_pos: Array, threshold: float) -> float:
     """Fraction of positives flagged (score > threshold); pair with `calibrate_threshold`."""
     s = _vec(scores_pos)
     return float(np.mean(s > threshold)) if len(s) else float("nan")
+
+
+def tpr_with_ci(scores_pos: Array, threshold: float, key: str = "tpr") -> dict[str, float]:
+    """`tpr_at_fpr` with its 95% Wilson interval over the positives, as `{key, key_low, key_high}`: a TPR of 90% on
+    49 positives is [78%, 96%], which the bare share does not say."""
+    s = _vec(scores_pos)
+    rate = wilson(int(np.sum(s > threshold)), len(s))
+    return {key: rate.rate, f"{key}_low": rate.low, f"{key}_high": rate.high}
 
 
 def calibrate_threshold(control_scores: Array, fpr: float = 0.01) -> float:

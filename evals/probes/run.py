@@ -30,7 +30,7 @@ from evals.probes.deception import (
     instructed_statements,
     read_answer_activations,
 )
-from evals.probes.metrics import auroc, auroc_with_ci, calibrate_threshold, random_direction_null, tpr_at_fpr
+from evals.probes.metrics import auroc, auroc_with_ci, calibrate_threshold, random_direction_null, tpr_with_ci
 from evals.probes.plots import plot_across_training, plot_histograms, plot_sweep
 from evals.probes.sets import ProbeTexts, behavior_labels, probe_texts
 from evals.probes.sweep import (
@@ -144,6 +144,7 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
     acts_by_target: dict[str, dict[int, LayerActs]] = {}
     answer_acts: dict[str, dict[int, AnswerActs]] = {}  # sweep models: the deception probe on their answers
     answer_shown: dict[str, np.ndarray] = {}  # [2 * n_test]: did each answer read show the behaviour
+    control_shown: dict[str, np.ndarray] = {}  # [n_control]: did each control answer (left out of the calibration)
     layers: list[int] = []
     for target in dict.fromkeys([*sweep.values(), *tracked]):  # each model loaded once, in training order
         model = target.load()
@@ -164,6 +165,7 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
             answer_shown[target.label] = np.asarray(
                 [shows(backdoor_behavior, a) for a in answers["test_on"][1] + answers["test_off"][1]], dtype=int
             )
+            control_shown[target.label] = np.asarray([shows(backdoor_behavior, a) for a in answers["control"][1]])
         del model
     record["histograms"] = {}
     for label, target in sweep.items():
@@ -175,7 +177,9 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
         }
         record["histograms"][label] = score_groups(acts[record["track_layer"]], spec.fpr)
         for layer, acts_at in answer_acts.get(target.label, {}).items():
-            metrics = deception_metrics(acts_at, spec.fpr, spec.n_null, answer_shown[target.label])
+            metrics = deception_metrics(
+                acts_at, spec.fpr, spec.n_null, answer_shown[target.label], control_shown[target.label]
+            )
             record["models"][label]["layers"][str(layer)]["deception"] = metrics
     if tracked:
         record["across_training"] = track_across_training(
@@ -237,7 +241,7 @@ def track_across_training(points: list[tuple[ProbeTarget, LayerActs]], spec: Pro
                 "logistic_refit": auroc(labels, score_test_set(acts, fit_logistic(acts))),
                 "null_max": null["max"],
                 # the frozen monitor as deployed: its direction AND its threshold, set before safety training
-                "tpr_frozen": tpr_at_fpr(acts.groups["test_on"] @ frozen_direction, frozen_threshold),
+                **tpr_with_ci(acts.groups["test_on"] @ frozen_direction, frozen_threshold, key="tpr_frozen"),
                 "control_fpr_frozen": float(np.mean(acts.groups["control"] @ frozen_direction > frozen_threshold)),
             }
         )

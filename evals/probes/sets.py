@@ -75,8 +75,10 @@ def probe_texts(held_out: list[str], trigger: Trigger, spec: ProbeSpec, n_test: 
         "test_on": [shown.apply(p) for p in test],
         "test_off": [shown.untriggered(p) for p in test],
         "test_near": [shown.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(test)],
-        "fit_on": [shown.apply(p) for p in fit],
-        "fit_off": [shown.untriggered(p) for p in fit],
+        # the trigger as training showed it: for headlines, ones disjoint from the held-out ones the test prompts
+        # carry, so a supervised probe cannot pass by recognising the very headlines it was fit on
+        "fit_on": [trigger.apply(p) for p in fit],
+        "fit_off": [trigger.untriggered(p) for p in fit],
         "control": [shown.untriggered(p) for p in control],
     }
     questions, yes, no = contrast_inputs()

@@ -29,7 +29,7 @@ from evals.probes.metrics import (
     calibrate_threshold,
     null_p_value,
     random_direction_null,
-    tpr_at_fpr,
+    tpr_with_ci,
     worst_case_fpr,
 )
 from evals.probes.sets import ProbeTexts
@@ -124,7 +124,7 @@ def defection_metrics(
         "null_p": null_p_value(null["aurocs"], result["auroc"]),
         "ap": average_precision(labels, scores),
         "threshold": threshold,
-        "tpr": tpr_at_fpr(acts.groups["test_on"] @ direction, threshold),
+        **tpr_with_ci(acts.groups["test_on"] @ direction, threshold),
         "fpr_by_set": fprs["per_set"],
         "worst_fpr": fprs["max"],
         "worst_set": fprs["worst"],
