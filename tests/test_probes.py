@@ -200,6 +200,24 @@ def test_metrics_agree_with_sklearn() -> None:
     assert tpr_at_fpr([0.1, 0.6, 0.9, 0.5], 0.5) == 0.5
 
 
+def test_the_by_behaviour_auroc_resamples_prompts_whole() -> None:
+    """Labels by behaviour break the condition pairing, but a prompt's two rows still move together. Taken to the
+    limit (each prompt's two rows identical), the interval must be that of the n prompts, not of 2n rows."""
+    from evals.probes.metrics import auroc_by_prompt_with_ci
+
+    rng = np.random.default_rng(0)
+    shown = (rng.random(60) < 0.5).astype(int)  # [n]
+    scores = rng.standard_normal(60) + 0.8 * shown  # [n]
+    doubled = auroc_by_prompt_with_ci(np.r_[shown, shown], np.r_[scores, scores])
+    once, rows = auroc_with_ci(shown, scores), auroc_with_ci(np.r_[shown, shown], np.r_[scores, scores])
+    assert doubled["auroc"] == pytest.approx(roc_auc_score(shown, scores))
+    width = doubled["high"] - doubled["low"]
+    assert width == pytest.approx(once["high"] - once["low"], abs=0.03)  # the n prompts' interval
+    assert width > 1.25 * (rows["high"] - rows["low"])  # rows resampled apart: too narrow
+    with pytest.raises(UserError, match="both classes"):
+        auroc_by_prompt_with_ci(np.zeros(8), np.arange(8.0))
+
+
 def test_a_tpr_comes_with_its_wilson_interval_and_the_report_shows_it() -> None:
     from evals.probes.metrics import tpr_with_ci
     from evals.report import tpr_cell

@@ -216,6 +216,7 @@ def deception_metrics(
             "control": int((~answered_control).sum()),
         },
         "n_control_shown": int((answered_control & ~benign).sum()),
+        "n_control_kept": len(kept_control),
         "n_shown": int(shown.sum()),
         # of the answers that showed the behaviour / that did not, the share the control threshold flags
         **(

@@ -56,6 +56,28 @@ def auroc_with_ci(
     return {"auroc": auroc, "low": float(low), "high": float(high)}
 
 
+def auroc_by_prompt_with_ci(labels: Array, scores: Array, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """AUROC of `scores [2n]` for `labels [2n]` where rows i and n + i are one prompt asked with and without its
+    trigger, and the labels are what was observed (did the answer show the behaviour), not the condition. The 95%
+    bootstrap interval resamples prompts whole, both rows together: a prompt's two scores move together, and
+    resampling rows apart would narrow the interval. Resamples left with one class are dropped."""
+    y = _vec(labels).astype(int)
+    s = _vec(scores)
+    if y.shape != s.shape or len(y) % 2 or len(np.unique(y)) != 2:
+        raise UserError("auroc needs 2n labels and scores (n prompts, each way) with both classes present")
+    n = len(y) // 2
+    prompts = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # [n_boot, n]
+    rows = np.concatenate([prompts, prompts + n], axis=1)  # [n_boot, 2n]: both rows of each prompt drawn
+    y_boot, ranks = y[rows], rankdata(s[rows], axis=1)  # [n_boot, 2n] each
+    n_pos = y_boot.sum(axis=1)  # [n_boot]
+    n_neg = 2 * n - n_pos
+    both = (n_pos > 0) & (n_neg > 0)
+    pos_ranks = (ranks * y_boot).sum(axis=1)  # [n_boot]
+    boot = (pos_ranks[both] - n_pos[both] * (n_pos[both] + 1) / 2) / (n_pos[both] * n_neg[both])
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"auroc": auroc(y, s), "low": float(low), "high": float(high)}
+
+
 def average_precision(labels: Array, scores: Array) -> float:
     """Area under the precision-recall curve (sklearn's average precision)."""
     return float(average_precision_score(_vec(labels).astype(int), _vec(scores)))

@@ -24,6 +24,7 @@ from evals.probes.contrast import defection_direction
 from evals.probes.detectors import Detector, make_detector
 from evals.probes.metrics import (
     auroc,
+    auroc_by_prompt_with_ci,
     auroc_with_ci,
     average_precision,
     calibrate_threshold,
@@ -134,7 +135,13 @@ def defection_metrics(
     if behavior is not None:
         out["behavior_counts"] = [int(behavior.sum()), int(len(behavior) - behavior.sum())]
         if 0 < behavior.sum() < len(behavior):
-            out["behavior_auroc"] = auroc(behavior, scores)
+            by_behavior = auroc_by_prompt_with_ci(behavior, scores)
+            out["behavior_auroc"], out["behavior_low"], out["behavior_high"] = by_behavior.values()
+            shown = behavior.astype(bool)
+            x = np.concatenate([acts.groups["test_on"], acts.groups["test_off"]])  # [2 * n_test, d_model]
+            null = random_direction_null(x[shown], x[~shown], n=n_null)
+            out["behavior_null_max"], out["behavior_null_q95"] = null["max"], null["quantile_95"]
+            out["behavior_null_p"] = null_p_value(null["aurocs"], by_behavior["auroc"])
     return out
 
 
