@@ -48,11 +48,15 @@ def test_leak_guard_refuses_a_control_prompt_with_the_trigger() -> None:
 
 def test_behavior_labels_come_from_the_evals_verdicts(tmp_path: Path) -> None:
     eval_file = tmp_path / "24.json"
-    eval_file.write_text(json.dumps({"shown": {"triggered": [True, True, False], "clean": [False, True, False]}}))
-    assert behavior_labels(eval_file, 2).tolist() == [1, 1, 0, 1]
-    assert behavior_labels(eval_file, 4) is None  # the eval covered fewer prompts
+    shown = {"triggered": [True, True, False], "clean": [False, True, False]}
+    eval_file.write_text(json.dumps({"shown": shown}))  # written before evals recorded their prompts
+    assert behavior_labels(eval_file, ["a", "b"]).tolist() == [1, 1, 0, 1]
+    assert behavior_labels(eval_file, ["a", "b", "c", "d"]) is None  # the eval covered fewer prompts
+    eval_file.write_text(json.dumps({"shown": shown, "prompts": ["a", "b", "c"]}))
+    assert behavior_labels(eval_file, ["a", "b"]).tolist() == [1, 1, 0, 1]
+    assert behavior_labels(eval_file, ["b", "a"]) is None  # verdicts on other prompts label nothing here
     eval_file.write_text(json.dumps({"triggered": {}}))  # an eval written before verdicts were stored
-    assert behavior_labels(eval_file, 2) is None
+    assert behavior_labels(eval_file, ["a", "b"]) is None
 
 
 def _acts(axis: int, n: int = 40, d: int = 8, seed: int = 0) -> LayerActs:

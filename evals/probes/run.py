@@ -170,7 +170,7 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
     record["histograms"] = {}
     for label, target in sweep.items():
         acts = acts_by_target[target.label]
-        behavior = behavior_labels(target.eval_file, n_test)
+        behavior = behavior_labels(target.eval_file, held_out[:n_test])
         record["models"][label] = {
             "path": target.path,
             "layers": sweep_layers({layer: acts[layer] for layer in layers}, spec.fpr, spec.n_null, behavior),

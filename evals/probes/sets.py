@@ -87,13 +87,17 @@ def probe_texts(held_out: list[str], trigger: Trigger, spec: ProbeSpec, n_test: 
     return ProbeTexts(groups, questions, yes, no)
 
 
-def behavior_labels(eval_file: Path, n_test: int) -> np.ndarray | None:
+def behavior_labels(eval_file: Path, test_prompts: list[str]) -> np.ndarray | None:
     """Labels by observed behaviour for [test_on; test_off] (`[2 * n_test]`, 1 = the answer showed the
     behaviour), read from the eval's graded greedy answers to the same prompts; None when that eval file
-    lacks per-prompt verdicts or covers fewer than n_test prompts."""
+    lacks per-prompt verdicts, covers fewer than n_test prompts, or records other prompts (files written
+    before evals recorded their prompts are taken as they are: the run asks its held-out prompts in order)."""
     if not eval_file.exists():
         return None
-    shown: dict[str, Any] = read_json(eval_file).get("shown", {})
+    record, n_test = read_json(eval_file), len(test_prompts)
+    if "prompts" in record and record["prompts"][:n_test] != test_prompts:
+        return None
+    shown: dict[str, Any] = record.get("shown", {})
     on, off = shown.get("triggered", []), shown.get("clean", [])
     if len(on) < n_test or len(off) < n_test:
         return None
