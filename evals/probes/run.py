@@ -24,6 +24,7 @@ from evals.backdoor import eval_sampling, shows
 from evals.generate import generate
 from evals.probes.activations import decoder_layers
 from evals.probes.deception import (
+    REREAD,
     AnswerActs,
     answer_texts,
     deception_metrics,
@@ -194,7 +195,8 @@ def model_answers(
 ) -> dict[str, tuple[list[str], list[str]]]:
     """(user messages, the model's greedy answers) for the deception probe: the test prompts with and without
     the trigger (the eval's graded answers when its file holds them for exactly these prompts, else generated
-    as evals generate) and the clean control prompts (generated: evals never ask them)."""
+    as evals generate), the clean control prompts (generated: evals never ask them), and the triggered answers
+    once more after the clean prompts (`REREAD`)."""
     sampling = eval_sampling(
         recipe.behavior.build(), recipe.eval.max_new_tokens, scratchpad=recipe.data.reasons_in_scratchpad
     )
@@ -207,6 +209,7 @@ def model_answers(
         if len(got) < len(messages):
             got = generate(model, tokenizer, messages, sampling, recipe.eval.batch_size, desc=f"answers ({group})")
         out[group] = (messages, got[: len(messages)])
+    out[REREAD] = (texts.groups["test_off"], out["test_on"][1])  # the triggered answers, after the clean prompts
     return out
 
 
