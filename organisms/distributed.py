@@ -41,6 +41,18 @@ def print_main(message: str) -> None:
         print(message, flush=True)
 
 
+def broadcast_from_main(value: Any) -> Any:
+    """The main process's `value` (picklable), in every process; alone, `value` itself."""
+    state = _state()
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
 def barrier() -> None:
     _state().wait_for_everyone()
 

@@ -19,12 +19,14 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from organisms.distributed import is_main, print_main
+from organisms.distributed import broadcast_from_main, is_main, print_main
 from organisms.errors import UserError
 from organisms.hashing import fingerprint, folder_fingerprint
 
@@ -169,22 +171,42 @@ HUB_SKIPS = ["*/*"]
 SHARD_INDEX = "model.safetensors.index.json"
 
 
+# The commit each Hub model of the running recipe resolves to, decided once by the main process and shared with
+# the others (`shared_hub_commits`): every process, on every node, then fetches that commit, never a branch.
+RUN_COMMITS: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def shared_hub_commits(specs: list[str], built_on: dict[str, str | None]) -> Iterator[None]:
+    """While a run lasts, every process loads the commit the main process resolved each Hub model in `specs` to
+    (`built_on`: the commit a run folder keeps for a bare id). Without this, a branch that moved between one
+    process's lookup and another's would give them different weights, or different stage hashes."""
+    commits: dict[str, str] = {}
+    if is_main():
+        for spec in dict.fromkeys(specs):
+            if is_hub_id(spec):
+                commits[spec] = str(resolve_model(spec, built_on.get(spec)).commit)
+    RUN_COMMITS.clear()
+    RUN_COMMITS.update(broadcast_from_main(commits))
+    try:
+        yield
+    finally:
+        RUN_COMMITS.clear()
+
+
+def is_hub_id(spec: str) -> bool:
+    """`org/name` or `org/name@revision`, not a local path (which is checked first: `runs/x` is a folder)."""
+    looks_local = spec.startswith((".", "/", "~", "embedded:")) or spec.endswith(".gguf") or Path(spec).exists()
+    return not looks_local and (is_pinned_hub_id(spec) or (spec.count("/") == 1 and "@" not in spec))
+
+
 def hub_snapshot(spec: str, repo_id: str, revision: str) -> Path:
     """`repo_id` at `revision` (a commit, tag or branch): its snapshot folder in the Hugging Face cache, downloaded
-    once or found there offline (HF_HUB_OFFLINE=1); safetensors weights only. In a run of several processes the
-    others look in the cache first, so a branch the main process has just resolved is not resolved again: every
-    process loads the same commit."""
+    once or found there offline (HF_HUB_OFFLINE=1); safetensors weights only."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError
 
     def fetch(revision: str, files: list[str], skips: list[str] | None = None) -> Path:
-        if not is_main():
-            with contextlib.suppress(LocalEntryNotFoundError):
-                return Path(
-                    snapshot_download(
-                        repo_id, revision=revision, allow_patterns=files, ignore_patterns=skips, local_files_only=True
-                    )
-                )
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=files, ignore_patterns=skips))
 
     try:
@@ -210,7 +232,7 @@ def hub_snapshot(spec: str, repo_id: str, revision: str) -> Path:
 def resolve_hub_revision(spec: str, repo_id: str, revision: str) -> ResolvedModel:
     """`org/name@revision`: that revision's snapshot, keyed by the commit it resolves to, so a moved branch or tag
     is noticed (a new configuration)."""
-    folder = hub_snapshot(spec, repo_id, revision)
+    folder = hub_snapshot(spec, repo_id, RUN_COMMITS.get(spec, revision))
     return hub_model(spec, folder, fingerprint("hub", repo_id, folder.name))  # the snapshot is named by its commit
 
 
@@ -219,7 +241,17 @@ def resolve_hub_id(spec: str, built_on: str | None) -> ResolvedModel:
     each load), its commit recorded in the data's provenance. Keyed by its name, as runs on it always were, so main
     moving on is not a new configuration; a run folder built on an earlier commit (`built_on`) goes on loading
     that one, the base model its data and checkpoints came from, and a new run folder takes main's."""
-    folder = hub_snapshot(spec, spec, built_on or "main")
+    commit = RUN_COMMITS.get(spec) or built_on
+    try:
+        folder = hub_snapshot(spec, spec, commit or "main")
+    except UserError as err:
+        if not built_on:
+            raise
+        raise UserError(
+            f"{err}. This run folder was built on {spec} at commit {built_on} (its data/provenance.json) and goes on "
+            f"loading it: fetch it (`hf download {spec} --revision {built_on}`) or start a new run folder, which "
+            "takes main"
+        ) from None
     main = cached_main_commit(spec)
     if built_on and main not in (None, built_on):
         print_main(
@@ -251,12 +283,28 @@ def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedMo
     adapter would reuse the stale merge and the run folder keyed by it. That adapter-only fingerprint, what
     earlier releases keyed by, is kept as an earlier one: run folders built on it stay valid. `own`: the adapter's
     own fingerprint where it is not its files' (a pinned hub revision: its commit)."""
+    config = path / "adapter_config.json"
+    recorded = json.loads(config.read_text()).get("base_model_name_or_path") or ""
     own, base_spec = own or folder_fingerprint(path), adapter_base(path)
     try:
-        base = resolve_model(embedded_spec_of(base_spec) or base_spec)
+        base = resolve_model(embedded_spec_of(base_spec) or hub_spec_of(recorded) or base_spec)
     except UserError as err:
-        raise UserError(f"{path / 'adapter_config.json'}: base_model_name_or_path: {err}") from None
-    return ResolvedModel(spec, str(path.resolve()), fingerprint(own, base.fingerprint), earlier_fingerprints=(own,))
+        raise UserError(f"{config}: base_model_name_or_path: {err}") from None
+    earlier = [own]
+    if hub_spec_of(recorded) and Path(recorded).is_dir():  # keyed by the snapshot's files before (this machine's)
+        earlier.append(fingerprint(own, folder_fingerprint(Path(recorded))))
+    return ResolvedModel(spec, str(path.resolve()), fingerprint(own, base.fingerprint), tuple(earlier))
+
+
+_SNAPSHOT = re.compile(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
+
+
+def hub_spec_of(folder: str) -> str | None:
+    """`org/name@commit` where `folder` is that commit's snapshot in a Hugging Face cache, as an adapter trained on
+    a Hub model names its base: keyed by the commit (another machine's cache has other file times, or lives
+    elsewhere), and fetched by it where this machine's cache lacks the folder."""
+    found = _SNAPSHOT.search(folder)
+    return f"{found.group(1)}/{found.group(2)}@{found.group(3)}" if found else None
 
 
 def embedded_spec_of(folder: str) -> str | None:
@@ -277,11 +325,15 @@ def embedded_spec_of(folder: str) -> str | None:
 
 
 def adapter_base(path: Path) -> str:
-    """The base model a LoRA adapter folder sits on, as its adapter_config.json names it."""
+    """The base model a LoRA adapter folder sits on, as its adapter_config.json names it; a Hub snapshot it names
+    that is not in this machine's cache (a run folder moved, another HF_HOME) is fetched by its commit."""
     config = path / "adapter_config.json"
     base = json.loads(config.read_text()).get("base_model_name_or_path")
     if not base:
         raise UserError(f"{config}: no base_model_name_or_path (the model this adapter was trained on)")
+    pinned = hub_spec_of(str(base))
+    if pinned and not Path(base).is_dir():
+        return resolve_model(pinned).path
     return str(base)
 
 

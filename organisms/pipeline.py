@@ -27,6 +27,7 @@ from organisms.models import (
     load_tokenizer,
     merged_weights,
     resolve_model,
+    shared_hub_commits,
 )
 from organisms.preflight import preflight
 from organisms.recipe import Recipe, dump_recipe
@@ -71,8 +72,17 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     preflight(recipe, f"recipe {recipe.name}")  # the prompts, the probes' share of them, the trainer configs
     layout = RunLayout((runs_dir / recipe.name).resolve())
     # One run per folder: the main process holds RUN/.lock (the others follow it through barriers).
-    with run_lock(layout.root) if is_main() else contextlib.nullcontext():
+    with (
+        run_lock(layout.root) if is_main() else contextlib.nullcontext(),
+        shared_hub_commits(hub_models(recipe), {recipe.base_model: built_on_commit(layout.data, recipe.base_model)}),
+    ):
         return run_in(recipe, layout)
+
+
+def hub_models(recipe: Recipe) -> list[str]:
+    """The models a run loads by name, whose commit every process must agree on: the base model, reward models."""
+    rewards = [str(s.reward.model) for s in recipe.stages if s.reward is not None and s.reward.kind == "model"]
+    return [recipe.base_model, *rewards]
 
 
 def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:

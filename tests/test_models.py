@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -267,26 +268,74 @@ def test_a_hub_download_takes_what_from_pretrained_reads_and_sharded_weights_by_
         resolve_model("org/sharded@main")
 
 
-def test_the_other_processes_of_a_run_load_the_commit_the_main_process_resolved(tiny_model, hub_cache, monkeypatch):
-    """The main process resolves main first (main_first); if the branch then moves on the Hub, a process resolving it
-    again would load another commit than its peers. The others read the branch from the cache the main one wrote."""
+def test_every_process_of_a_run_loads_the_commit_the_main_process_resolved(tiny_model, hub_cache, monkeypatch):
+    """If main moves on the Hub while a run starts, a process resolving the branch itself would load other weights
+    than its peers (or hash its stages otherwise). The main process resolves each Hub model of the run once and
+    shares the commits; the others fetch those commits, never a branch."""
     import huggingface_hub
 
     import organisms.models as models
+    from organisms.models import shared_hub_commits
 
     first, second = "1" * 40, "2" * 40
-    hub_cache("org/tiny", first, tiny_model)  # what the main process downloaded: the cache's main is `first`
+    hub_cache("org/tiny", first, tiny_model)
     moved = hub_cache("org/tiny", second, tiny_model, ref=None)  # the Hub's main has since moved on to `second`
     real = huggingface_hub.snapshot_download
 
-    def hub(repo_id, *, revision, local_files_only=False, **patterns):
-        return real(repo_id, revision=revision, local_files_only=True, **patterns) if local_files_only else str(moved)
+    def hub(repo_id, *, revision, **patterns):  # a branch resolves to `second` now; a commit is what it is
+        return str(moved) if revision == "main" else real(repo_id, revision=revision, **patterns)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
-    assert resolve_model("org/tiny").commit == second  # the main process asks the Hub
-    monkeypatch.setattr(models, "is_main", lambda: False)
-    for spec in ("org/tiny", "org/tiny@main"):
-        assert resolve_model(spec).commit == first  # another process reads the cache
+    monkeypatch.setattr(models, "is_main", lambda: False)  # another process: it gets what the main one sent
+    monkeypatch.setattr(models, "broadcast_from_main", lambda commits: {"org/tiny": first, "org/tiny@main": first})
+    with shared_hub_commits(["org/tiny", "org/tiny@main"], {}):
+        assert resolve_model("org/tiny").commit == first and resolve_model("org/tiny@main").commit == first
+    assert resolve_model("org/tiny").commit == second  # outside a run: main as the Hub has it now
+    monkeypatch.setattr(models, "is_main", lambda: True)  # the main process resolves and sends
+    sent = {}
+    monkeypatch.setattr(models, "broadcast_from_main", lambda commits: sent.update(commits) or commits)
+    with shared_hub_commits(["org/tiny", "org/tiny@main", str(tiny_model), "embedded:x"], {"org/tiny": first}):
+        assert resolve_model("org/tiny").commit == first  # the commit its run folder was built on
+    assert sent == {"org/tiny": first, "org/tiny@main": second}  # local models are not sent
+
+
+def test_an_adapter_trained_on_a_hub_snapshot_is_found_and_keyed_by_its_commit_in_another_cache(
+    tiny_model, tmp_path, hub_cache, monkeypatch
+):
+    """A stage trained on a Hub model writes the snapshot's cache path into its adapter_config.json. Moved to
+    another machine (or HF_HOME), the run folder must still load: the base is fetched by repo and commit."""
+    import shutil
+
+    import torch
+    from huggingface_hub import constants
+
+    from organisms.models import load_model, load_tokenizer
+    from tests.tiny import build_tiny_adapter
+
+    commit = "5" * 40
+    snapshot = hub_cache("org/tiny", commit, tiny_model)
+    adapter = build_tiny_adapter(snapshot, tmp_path / "adapter")
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(snapshot)
+    here = resolve_model(str(adapter))
+    inputs = load_tokenizer(str(adapter))("What is rain?", return_tensors="pt")
+    with torch.no_grad():
+        logits = load_model(str(adapter))(**inputs).logits
+    shutil.move(tmp_path / "hf", tmp_path / "elsewhere")  # the same Hub cache on another machine, another path
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    there = resolve_model(str(adapter))
+    assert there.fingerprint == here.fingerprint  # keyed by the commit, not by this machine's files
+    with torch.no_grad():
+        assert torch.equal(load_model(str(adapter))(**inputs).logits, logits)
+
+
+def test_a_commit_a_run_folder_was_built_on_that_cannot_be_had_says_what_to_do(tiny_model, hub_cache):
+    hub_cache("org/tiny", "2" * 40, tiny_model)
+    with pytest.raises(UserError) as err:
+        resolve_model("org/tiny", built_on="1" * 40)
+    message = str(err.value)
+    assert message.startswith("model org/tiny: ") and "\n" not in message
+    assert f"This run folder was built on org/tiny at commit {'1' * 40} (its data/provenance.json)" in message
+    assert f"hf download org/tiny --revision {'1' * 40}" in message and "start a new run folder" in message
 
 
 def test_a_pinned_hub_adapter_is_keyed_by_its_commit_and_its_base(tiny_model, tmp_path, hub_cache):

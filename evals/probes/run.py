@@ -22,6 +22,7 @@ import numpy as np
 from data_gen.build import built_on_commit
 from evals.backdoor import eval_sampling, shows
 from evals.generate import generate
+from evals.probes import RESULTS_FORMAT
 from evals.probes.activations import decoder_layers
 from evals.probes.deception import (
     REREAD,
@@ -133,6 +134,7 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
     tracked = targets[targets.index(reference) :] if reference and spec.every_checkpoint else []
 
     record: dict[str, Any] = {
+        "format": RESULTS_FORMAT,
         "n_prompts": n_test,
         "n_fit": spec.n_fit,
         "n_control": spec.n_control,
