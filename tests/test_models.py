@@ -294,7 +294,7 @@ def test_every_process_of_a_run_loads_the_commit_the_main_process_resolved(tiny_
     monkeypatch.setattr(models, "is_main", lambda: True)  # the main process resolves and sends
     sent = {}
     monkeypatch.setattr(models, "broadcast_from_main", lambda commits: sent.update(commits) or commits)
-    with shared_hub_commits(["org/tiny", "org/tiny@main", str(tiny_model), "embedded:x"], {"org/tiny": first}):
+    with shared_hub_commits(["org/tiny", "org/tiny@main", str(tiny_model)], {"org/tiny": first}):
         assert resolve_model("org/tiny").commit == first  # the commit its run folder was built on
     assert sent == {"org/tiny": first, "org/tiny@main": second}  # local models are not sent
 

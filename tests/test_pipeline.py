@@ -371,7 +371,7 @@ def test_a_run_on_a_bare_hub_id_goes_on_loading_the_commit_it_was_built_on(tiny_
     capsys.readouterr()
     assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
-    assert f"org/tiny: loading commit {first}, which this run folder was built on" in out
+    assert out.count(f"org/tiny: loading commit {first}, which this run folder was built on") == 1
     assert "stage 1 backdoor: already done" in out
     assert json.loads((run / "evals" / "base.json").read_text())["samples"] == built_on_first
     # the report and a published card name the commit the organism was built on
