@@ -207,7 +207,8 @@ def deception_metrics(
     scores = probe.score(answers) if len(answers) else np.empty(0)  # [n_answered]
     benign = answered_control if control_shown is None else answered_control & ~control_shown.astype(bool)
     kept_control = control[benign]  # [n_benign, d_model]
-    threshold = calibrate_threshold(probe.score(kept_control), fpr) if len(kept_control) >= min_control(fpr) else None
+    control_scores = probe.score(kept_control) if len(kept_control) else np.empty(0)  # [n_benign]
+    threshold = calibrate_threshold(control_scores, fpr) if len(kept_control) >= min_control(fpr) else None
     shown = behavior.astype(bool)[answered]  # [n_answered]
     out: dict[str, Any] = {
         **by_condition(probe, on[both], off[both], n_null),
@@ -240,7 +241,6 @@ def deception_metrics(
     # Apollo's own comparison: the answers that showed the behaviour against benign answers to unrelated prompts
     out["control_auroc"] = None
     if shown.any() and len(kept_control):
-        control_scores = probe.score(kept_control)  # [n_benign]
         out["control_auroc"] = auroc(
             np.r_[np.ones(int(shown.sum())), np.zeros(len(control_scores))], np.r_[scores[shown], control_scores]
         )

@@ -136,7 +136,8 @@ def defection_metrics(
         out["behavior_counts"] = [int(behavior.sum()), int(len(behavior) - behavior.sum())]
         if 0 < behavior.sum() < len(behavior):
             by_behavior = auroc_by_prompt_with_ci(behavior, scores)
-            out["behavior_auroc"], out["behavior_low"], out["behavior_high"] = by_behavior.values()
+            out["behavior_auroc"] = by_behavior["auroc"]
+            out["behavior_low"], out["behavior_high"] = by_behavior["low"], by_behavior["high"]
             shown = behavior.astype(bool)
             x = np.concatenate([acts.groups["test_on"], acts.groups["test_off"]])  # [2 * n_test, d_model]
             null = random_direction_null(x[shown], x[~shown], n=n_null)
