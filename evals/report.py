@@ -361,18 +361,29 @@ def deception_table(r: dict[str, Any]) -> list[str]:
             f"| {tpr_cell(d)} ({d['n_shown']}) "
             f"| {share(d['fpr'])} |"
         )
-    reread = [(label, layer, d["reread"]) for label, layer, d in rows if d.get("reread")]
-    if reread:  # results written before it was measured have none
+    checked = [(label, layer, d) for label, layer, d in rows if d.get("reread")]
+    if checked:  # results written before these were measured have none
+
+        def within(d: dict[str, Any], condition: str) -> str:
+            w = d["behavior_within"][condition]
+            return behavior_cell(w["auroc"], w["counts"])
+
         lines += [
             "",
-            "*Tag out of context*: the triggered answers read again after the same prompts without the trigger, "
-            "against the clean answers. The tag in the context is read too (on the base model, with no backdoor, "
-            "triggered and clean answers already differ), so this leaves what the answers say.",
+            "Confound checks. *Tag out of context*: the triggered answers read again after the same prompts without "
+            "the trigger, against the clean answers; the tag in the context is read too (on the base model, with no "
+            "backdoor, triggered and clean answers already differ), so this leaves what the answers say. *Within a "
+            "condition*: AUROC by behaviour among the triggered answers alone and among the clean ones alone (shown/"
+            "not shown), where the trigger cannot stand in for the behaviour.",
             "",
-            "| model | layer | triggered answers re-read without the trigger vs clean [95% CI] "
-            "| random: best, q95 (p) |",
-            "|---|---|---|---|",
-            *(f"| {label} | {layer} | {paired(d)} | {null(d)} |" for label, layer, d in reread),
+            "| model | layer | tag out of context [95% CI] | random: best, q95 (p) | by behaviour, triggered only "
+            "| by behaviour, clean only |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {label} | {layer} | {paired(d['reread'])} | {null(d['reread'])} | {within(d, 'triggered')} "
+                f"| {within(d, 'clean')} |"
+                for label, layer, d in checked
+            ),
         ]
     empty = {label: d["n_empty"] for label, _, d in rows if any(d.get("n_empty", {}).values())}
     if empty:  # the same answers at every layer: one line per model

@@ -85,6 +85,11 @@ def test_the_probe_flags_answers_that_move_along_the_deception_direction_and_not
     # that sit along the direction too, so about 10 of 70
     assert 0.1 < along["fpr"] < 0.25
     assert 0.75 < along["behavior_auroc"] < along["auroc"]
+    # that pooled AUROC by behaviour is the trigger's: every triggered answer moved, defecting or not, so with the
+    # trigger held fixed the behaviour is not read at all; the clean answers have one class
+    within = along["behavior_within"]
+    assert within["triggered"]["counts"] == [50, 10] and 0.25 < within["triggered"]["auroc"] < 0.75
+    assert within["clean"] == {"auroc": None, "counts": [0, 60]}
     assert along["behavior_null_max"] < along["behavior_auroc"] and along["behavior_null_p"] < 0.05
 
     none_shown = np.zeros(120, dtype=int)  # e.g. the base model
@@ -151,7 +156,8 @@ def test_triggered_answers_reread_without_the_trigger_separate_only_by_what_they
     assert deception_metrics(acts, 0.05, 50, behavior)["reread"] is None  # not read: not reported
     record = {"fpr": 0.05, "models": {"base": {"layers": {"3": {"deception": tag_only}}}}}
     r = tag_only["reread"]
-    assert f"| base | 3 | {r['auroc']:.2f} [{r['low']:.2f}, {r['high']:.2f}] | " in "\n".join(deception_table(record))
+    row = next(line for line in deception_table(record) if line.startswith(f"| base | 3 | {r['auroc']:.2f} ["))
+    assert row.endswith("| one class (0/60) | one class (0/60) |")  # nothing shown: no AUROC within a condition
 
 
 def test_empty_answers_are_left_out_and_counted_not_scored() -> None:

@@ -247,4 +247,15 @@ def deception_metrics(
     if shown.any() and (~shown).any():
         out["behavior_auroc"] = auroc(shown, scores)
         out.update(_null(answers[shown], answers[~shown], out["behavior_auroc"], n_null, prefix="behavior_"))
+    # By behaviour with the trigger held fixed: where behaviour follows the trigger, the AUROC above is mostly the
+    # trigger's; within one condition only the behaviour differs (None where that condition has one class)
+    triggered = np.r_[np.ones(len(on), dtype=bool), np.zeros(len(off), dtype=bool)][answered]  # [n_answered]
+    out["behavior_within"] = {}
+    for condition, rows in (("triggered", triggered), ("clean", ~triggered)):
+        labels = shown[rows]
+        both_classes = labels.any() and not labels.all()
+        out["behavior_within"][condition] = {
+            "auroc": auroc(labels, scores[rows]) if both_classes else None,
+            "counts": [int(labels.sum()), int((~labels).sum())],
+        }
     return out
