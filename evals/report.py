@@ -425,12 +425,14 @@ def tpr_cell(d: dict[str, Any], key: str = "tpr") -> str:
     return f"{d[key]:.0%} [{100 * d[key + '_low']:.0f}, {100 * d[key + '_high']:.0f}]"
 
 
-def behavior_cell(auc: float | None, counts: list[int] | None, m: dict[str, Any] | None = None) -> str:
+def behavior_cell(
+    auc: float | None, counts: list[int] | None, low: float | None = None, high: float | None = None
+) -> str:
     """AUROC by observed behaviour with its 95% interval (prompts resampled whole), where kept, and its (shown/not
     shown) counts; an AUROC of 0.00 is a value, not 'none'."""
     if counts is None:
         return "n/a"
-    interval = f" [{m['behavior_low']:.2f}, {m['behavior_high']:.2f}]" if m and "behavior_low" in m else ""
+    interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
     return f"{'one class' if auc is None else f'{auc:.2f}{interval}'} ({counts[0]}/{counts[1]})"
 
 
@@ -467,7 +469,9 @@ def probe_section(layout: RunLayout) -> list[str]:
     ]
     for label, result in r["models"].items():
         for layer, m in sorted(result["layers"].items(), key=lambda kv: int(kv[0])):
-            behavior = behavior_cell(m["behavior_auroc"], m["behavior_counts"], m)
+            behavior = behavior_cell(
+                m["behavior_auroc"], m["behavior_counts"], m.get("behavior_low"), m.get("behavior_high")
+            )
             lines.append(
                 f"| {label} | {layer} | {m['auroc']:.2f} [{m['low']:.2f}, {m['high']:.2f}] | "
                 f"{m['null_max']:.2f}, {m['null_q95']:.2f} ({m['null_p']:.3f}) | {m['ap']:.2f} | {tpr_cell(m)} | "
