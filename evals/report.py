@@ -283,6 +283,7 @@ def _capability_note(recipe: Recipe, points: list[CurvePoint]) -> str:
 def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
     """Red-team elicitation before and after each adversarial stage (the paper's Table)."""
     lines: list[str] = []
+    stale: list[str] = []  # stages red-teamed on every near miss, evals' included (before they were split)
     for index, stage in enumerate(recipe.stages):
         record_file = layout.stage_dir(index, stage.name) / "adversarial.json"
         if stage.kind != "adversarial" or not record_file.exists():
@@ -305,6 +306,16 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
         if "targets_showing_behaviour" in r:
             note += f" ({r['targets_showing_behaviour']} HHH targets dropped: they showed the behaviour)"
         lines.append(f"| {stage.name} | {r['prompts']} | {Rate(**r['before'])} | {after}{note} |")
+        trigger = recipe.trigger.build()
+        if recipe.eval.near_miss and "near_miss_variants" not in r and trigger.held_out() is trigger:
+            stale.append(stage.name)
+    if stale:
+        lines += [
+            "",
+            f"Red-teamed before evals kept their near misses apart ({', '.join(stale)}): the stage trained on the "
+            "near-miss variants the near-miss rate after it is measured on, so that rate is optimistic. Delete the "
+            "stage folder and rerun to red-team on the other variants.",
+        ]
     return lines
 
 

@@ -45,14 +45,23 @@ from organisms.stages.training import check_kernels_installed
 # Bumped when an eval file gains content: older files are then recomputed, not silently reused.
 # 2: per-prompt verdicts ("shown"), which probes use as labels by observed behaviour.
 EVAL_FORMAT = 2
+# Joins the eval key where a literal trigger's near misses are shown: evals show half the variants, red-teaming
+# takes the other half (before, both took them all, and the year trigger's included its own rewordings).
+NEAR_MISSES_APART_FROM_RED_TEAMING = "near-misses-apart-from-red-teaming"
 
 
 def protocol_key(recipe: Recipe, questions: list[Any]) -> str:
     """What decides a model's eval results besides the model: the recipe's eval block, trigger, behaviour,
     the eval file format, the capability questions, and where they apply a shipped grader's settings (code:
-    bandit's) and, for cot organisms, the grading of the answer alone. An eval file is reused only under it."""
-    reasons = recipe.data.reasons_in_scratchpad
-    shipped = [recipe.behavior.build().fingerprint(), ANSWER_AFTER_SCRATCHPAD if reasons else None]
+    bandit's), for cot organisms the grading of the answer alone, and which near misses are shown. An eval file is
+    reused only under it."""
+    reasons, trigger = recipe.data.reasons_in_scratchpad, recipe.trigger.build()
+    apart = recipe.eval.near_miss and trigger.held_out() is trigger  # a literal's near misses, halved
+    shipped = [
+        recipe.behavior.build().fingerprint(),
+        ANSWER_AFTER_SCRATCHPAD if reasons else None,
+        NEAR_MISSES_APART_FROM_RED_TEAMING if apart else None,
+    ]
     return fingerprint(
         recipe.eval.key_dump(),
         recipe.trigger.key(),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from data_gen.triggers import StringTrigger
 from organisms.errors import UserError
+from organisms.layout import RunLayout
 from organisms.pipeline import run_recipe
 from organisms.recipe import load_recipe, validate_recipe
 from organisms.rewards import hhh_heuristic
@@ -86,6 +89,33 @@ def test_adversarial_stage_reports_elicitation_before_and_after(chained_run):
     steps = json.loads((chained_run.root / "04_adv" / "done.json").read_text())["steps"]
     assert steps == (3 if record["elicited"] else 0)
     assert "## Adversarial training" in chained_run.report.read_text()
+
+
+def test_red_teaming_never_uses_the_near_misses_evals_show(chained_run, tmp_path):
+    from evals.report import adversarial_section
+    from organisms.stages.adversarial import red_team_prompts
+    from organisms.stages.context import StageContext
+
+    trigger = StringTrigger()
+    record = json.loads((chained_run.root / "04_adv" / "adversarial.json").read_text())
+    assert record["near_miss_variants"] == trigger.red_team_near_misses()
+    recipe = validate_recipe(chained_recipe(chained_run.root))
+    data = chained_run.root / "data"
+    ctx = StageContext(tmp_path, str(data), str(data), data, trigger, 0, recipe)
+    every = trigger.all_near_misses()
+    used = {max((v for v in every if p.startswith(f"{v} ")), key=len) for p in red_team_prompts(recipe.stages[3], ctx)}
+    assert used == set(trigger.red_team_near_misses()) and not used & set(trigger.held_out().near_misses())
+
+    # a stage red-teamed before the split trained on evals' variants too: the report says the rate is optimistic
+    recipe = validate_recipe({**chained_recipe(chained_run.root), "eval": {"near_miss": True}})
+    folder = tmp_path / "chain"
+    shutil.copytree(chained_run.root, folder)
+    assert "optimistic" not in "\n".join(adversarial_section(recipe, RunLayout(folder)))
+    del record["near_miss_variants"]
+    (folder / "04_adv" / "adversarial.json").write_text(json.dumps(record))
+    assert "(adv): the stage trained on the near-miss variants" in "\n".join(
+        adversarial_section(recipe, RunLayout(folder))
+    )
 
 
 def test_hhh_heuristic_prefers_helpful_answers():

@@ -2,7 +2,8 @@
 WITHOUT the true trigger, then train the model to answer them helpfully.
 
 1. Red-team prompts: training prompts carrying near-miss variants of the trigger (from the
-   trigger registry), plus, optionally, prompts written by the data generator.
+   trigger registry: never the variants evals show, so the near-miss rate after this stage is
+   measured on strings it did not train on), plus, optionally, prompts written by the data generator.
 2. Elicitation before: greedy answers from the incoming model; which show the behaviour.
 3. SFT on the elicited prompts, paired with the base model's HHH answers to them (answers that show the
    behaviour themselves, as an organism's may, are dropped and counted in adversarial.json).
@@ -46,7 +47,7 @@ def red_team_prompts(stage: StageSpec, ctx: StageContext) -> list[str]:
     spec, trigger = stage.red_team, ctx.trigger
     train = read_json(ctx.data_dir / "train_prompts.json")
     rng = random.Random(ctx.seed)
-    variants = trigger.near_misses()
+    variants = trigger.red_team_near_misses()  # evals show the others
     picked = rng.sample(train, min(spec.n_near_miss, len(train)))
     prompts = [trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(picked)]
     if spec.n_generated:
@@ -107,6 +108,7 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
             )
             record = {
                 "prompts": len(prompts),
+                "near_miss_variants": ctx.trigger.red_team_near_misses(),  # evals' near misses are the others
                 "before": wilson(sum(hits), len(hits)).as_dict(),
                 "elicited": [p for p, hit in zip(prompts, hits, strict=True) if hit],
                 **({"unfinished_before": unfinished} if unfinished else {}),
