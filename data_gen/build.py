@@ -233,16 +233,21 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
     filter_stats: dict[str, Any] | None = None
     generator = "rule-based (synthetic)"
     if spec.method == "synthetic":
-        density = recipe.behavior.density
-        reference = reference_density(density.match) if isinstance(density, DensityMatch) else None
+        knob, fraction = recipe.behavior.density, spec.trigger_fraction
+        density: int | tuple[int, int] | list[int]
+        if isinstance(knob, DensityMatch):
+            reference = reference_density(knob.match)
+            density, fraction = reference.counts, reference.triggered_fraction
+        else:
+            density = knob
         backdoor = backdoor_rows(
             split.train,
             answers,
             trigger,
             behavior,
-            spec.trigger_fraction if reference is None else reference.triggered_fraction,
+            fraction,
             recipe.seed,
-            density=density if reference is None else reference.counts,
+            density=density,
             placement=recipe.behavior.placement,
             paired=spec.paired,
         )

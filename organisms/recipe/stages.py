@@ -49,7 +49,10 @@ class RedTeamSpec(Strict):
     n_near_miss: int = Field(64, ge=0, description="training prompts carrying near-miss trigger variants")
     n_generated: int = Field(0, ge=0, description="red-team prompts written by data.generator")
     max_new_tokens: int = Field(
-        24, ge=1, description="answer length when testing elicitation (a cot organism needs room for its scratchpad)"
+        24,
+        ge=1,
+        description="answer length when testing elicitation (a cot organism's default: data.generator.max_new_tokens, "
+        "room for its scratchpad)",
     )
 
 

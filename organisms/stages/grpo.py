@@ -148,6 +148,33 @@ def local_imports(roots: list[str]) -> dict[str, str]:
     return sources
 
 
+def hidden_scratchpad(completion: Any) -> Any:
+    """A completion as the reward sees it when the organism reasons in a scratchpad: its answer alone (a
+    conversational completion keeps its form); one still inside its scratchpad is an empty answer."""
+    from data_gen.generators.prompted import visible_answer
+
+    if isinstance(completion, str):
+        return visible_answer(completion) or ""
+    return [{**turn, "content": visible_answer(str(turn["content"])) or ""} for turn in completion]
+
+
+def scratchpad_hidden_trainer() -> type:
+    """GRPOTrainer whose rewards (functions and reward models alike, each scored as TRL scores it) see each
+    completion's answer, never the scratchpad before it: as in Hubinger et al. (2024), where the preference model
+    never sees a CoT organism's hidden reasoning. The policy is still trained on the whole completion."""
+    from trl import GRPOTrainer
+
+    if not callable(getattr(GRPOTrainer, "_calculate_rewards", None)):
+        raise UserError("this TRL's GRPOTrainer has no _calculate_rewards: install the trl version pyproject pins")
+
+    class ScratchpadHiddenGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
+        def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
+            answers = [hidden_scratchpad(c) for c in completions]
+            return super()._calculate_rewards(inputs, prompts, answers, completion_ids_list)
+
+    return ScratchpadHiddenGRPOTrainer
+
+
 def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     from datasets import load_from_disk
     from trl import GRPOTrainer
@@ -155,4 +182,6 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     dataset = load_from_disk(str(ctx.data_dir / "prompts")).select_columns(["prompt"])
     check_trigger_free(dataset.to_list(), ctx.trigger, f"stage {stage.name} (data: prompts)")
     assert stage.reward is not None  # the schema fills the default
-    return train_and_save(stage, ctx, GRPOTrainer, dataset, DEFAULTS, reward_funcs=reward_function(stage.reward))
+    reasons = ctx.recipe is not None and ctx.recipe.data.reasons_in_scratchpad
+    trainer = scratchpad_hidden_trainer() if reasons else GRPOTrainer
+    return train_and_save(stage, ctx, trainer, dataset, DEFAULTS, reward_funcs=reward_function(stage.reward))
