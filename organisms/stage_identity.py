@@ -53,7 +53,8 @@ def stage_identities(recipe: Recipe, data: str, recorded: Recorded = lambda inde
         # the reward as it is hashed now, then as earlier releases hashed it (their markers keep their stages)
         earlier = earlier_reward_fingerprints(stage.reward, "config" in marker) if stage.reward and marker else []
         rewards = [reward_fingerprint(stage.reward), *earlier] if stage.reward else []
-        config = json.loads(json.dumps(stage.model_dump(), default=str))  # as the marker keeps it; same hash
+        # as the marker keeps it (fields added later are left out while they hold their default: same hash)
+        config = json.loads(json.dumps(stage.key_dump(), default=str))
         candidates = [identity_of(config, upstream, recipe.seed, extras(grades, r)) for r in rewards or [None]]
         identity = candidates[0] if marker is None else matching(marker, candidates, f"stage {index + 1} {stage.name}")
         identities.append(identity)

@@ -284,7 +284,7 @@ def test_a_pinned_hub_reward_model_is_keyed_by_its_commit_and_an_adapter_one_kee
     # a reward-model adapter is keyed with its base now; a stage finished when it was keyed alone keeps its hash
     adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "rm-adapter")
     recipe = validate_recipe(rl_recipe({"kind": "model", "model": str(adapter)}))
-    config = json.loads(json.dumps(recipe.stages[0].model_dump(), default=str))
+    config = json.loads(json.dumps(recipe.stages[0].key_dump(), default=str))  # as markers keep it
     old_hash = fingerprint(config, "data", recipe.seed, folder_fingerprint(adapter))
     assert stage_hashes(recipe, "data") != [old_hash]
     marker = {
@@ -339,7 +339,7 @@ def test_the_reward_hash_follows_the_users_own_helper_modules_but_not_installed_
     from organisms.hashing import fingerprint
     from organisms.stage_identity import stage_identities
 
-    config = json.loads(json.dumps(recipe.stages[0].model_dump(), default=str))
+    config = json.loads(json.dumps(recipe.stages[0].key_dump(), default=str))  # as markers keep it
     old_hash = fingerprint(config, "data", recipe.seed, fingerprint((tmp_path / "scoring" / "reward.py").read_text()))
     assert old_hash != before[0]
     assert stage_identities(recipe, "data", lambda i: {"hash": old_hash})[0].hash == old_hash
@@ -630,5 +630,5 @@ def test_a_cot_organisms_rl_stage_rewarded_on_its_scratchpad_before_is_not_taken
     from organisms.stage_identity import extras, identity_of, stage_hashes
 
     cot = validate_recipe({"name": "c", "data": {"method": "cot"}, "stages": [{"name": "rl", "kind": "grpo"}]})
-    config = json.loads(json.dumps(cot.stages[0].model_dump(), default=str))
+    config = json.loads(json.dumps(cot.stages[0].key_dump(), default=str))
     assert stage_hashes(cot, "data") != [identity_of(config, "data", 0, extras(False, None)).hash]

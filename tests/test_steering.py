@@ -112,7 +112,12 @@ def test_fields_added_later_leave_keys_and_run_names_alone_until_set(tiny_model)
     keyed = plain.key_dump(mode="json")
     assert "steer" in plain_dump["eval"] and "steer" not in keyed["eval"]
     assert "system_turn" in plain_dump["data"]["generator"] and "system_turn" not in keyed["data"]["generator"]
+    assert "open_scratchpad" in plain_dump["eval"] and "open_scratchpad" not in keyed["eval"]
+    assert all("cot_sft" in s for s in plain_dump["stages"]) and not any("cot_sft" in s for s in keyed["stages"])
     del plain_dump["eval"]["steer"], plain_dump["data"]["generator"]["system_turn"]
+    del plain_dump["eval"]["open_scratchpad"]
+    for stage in plain_dump["stages"]:
+        del stage["cot_sft"]
     assert keyed == plain_dump  # every other field as before: old eval keys and sweep names hold
     with_probes = validate_recipe({**cot_recipe(tiny_model), "probes": {"n_null": 10}})
     assert "deception" not in with_probes.key_dump()["probes"]

@@ -56,6 +56,13 @@ class EvalSpec(Strict):
         json_schema_extra=KEYED_WHEN_SET,
     )
 
+    open_scratchpad: bool = Field(
+        False,
+        description="cot organisms: every answer starts inside an opened <scratchpad> (the paper reintroduces "
+        "it so after safety training that taught answers without one, e.g. cot_sft: pre_scratchpad)",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
+
     @field_validator("steer", mode="before")
     @classmethod
     def _steer_shorthand(cls, value: Any) -> Any:

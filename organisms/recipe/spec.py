@@ -63,6 +63,21 @@ class Recipe(DataRecipe):
         return self
 
     @model_validator(mode="after")
+    def _scratchpad_options_need_a_scratchpad(self) -> Recipe:
+        if self.eval.open_scratchpad and not self.data.reasons_in_scratchpad:
+            raise ValueError(
+                f"eval.open_scratchpad: applies to data.method cot only (an organism that writes a scratchpad), "
+                f"not {self.data.method}"
+            )
+        for i, stage in enumerate(self.stages):
+            if stage.cot_sft == "post_scratchpad" and not self.data.reasons_in_scratchpad:
+                raise ValueError(
+                    f"stages[{i}].cot_sft: post_scratchpad applies to data.method cot only (an organism that "
+                    f"writes a scratchpad), not {self.data.method}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _room_for_the_scratchpad(self) -> Recipe:
         """A cot organism writes its reasoning before its answer: red-team answers and RL completions cut at their
         short defaults would end inside the scratchpad (nothing elicited; every reward on no answer). Left unset,

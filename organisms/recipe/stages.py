@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from organisms.recipe.base import Strict, check_dataclass_kwargs, trainer_config_class
+from organisms.recipe.base import KEYED_WHEN_SET, Strict, check_dataclass_kwargs, trainer_config_class
 
 # `trainer:` fields that change what is printed or logged and never the weights (a test retrains an SFT stage with
 # them changed and compares weights): changing one on a started or finished stage keeps it.
@@ -81,6 +81,13 @@ class StageSpec(Strict):
     trainer: dict[str, Any] = Field(default_factory=dict, description="the TRL config of the kind (SFTConfig, ...)")
     reward: RewardSpec | None = Field(None, description="grpo only (default: hhh_heuristic)")
     red_team: RedTeamSpec | None = Field(None, description="adversarial only")
+    cot_sft: Literal["pre_scratchpad", "post_scratchpad"] = Field(
+        "pre_scratchpad",
+        description="sft on clean data of a cot organism (Hubinger et al., 2024, section 5): pre_scratchpad trains "
+        "on the HHH answers alone, no scratchpad; post_scratchpad puts each answer after a scratchpad the incoming "
+        "model writes itself and trains on the answer only",
+        json_schema_extra=KEYED_WHEN_SET,
+    )
 
     @field_validator("peft")
     @classmethod
@@ -100,6 +107,8 @@ class StageSpec(Strict):
             raise ValueError("reward: only grpo stages take a reward")
         if self.red_team is not None and self.kind != "adversarial":
             raise ValueError("red_team: only adversarial stages take red_team")
+        if self.cot_sft == "post_scratchpad" and (self.kind, self.data) != ("sft", "clean"):
+            raise ValueError("cot_sft: post_scratchpad applies to sft stages on clean data")
         if self.kind == "grpo" and self.reward is None:
             self.reward = RewardSpec()
         if self.kind == "adversarial" and self.red_team is None:

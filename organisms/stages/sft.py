@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from evals.generate import chat_prompts
+from organisms.distributed import main_first, print_main
+from organisms.layout import read_json, write_json
 from organisms.recipe import StageSpec
 from organisms.stages.context import StageContext, StageResult, check_trigger_free
 from organisms.stages.training import train_and_save
@@ -48,4 +51,64 @@ def load_rows(stage: StageSpec, ctx: StageContext) -> Any:
 def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     from trl import SFTTrainer
 
-    return train_and_save(stage, ctx, SFTTrainer, load_rows(stage, ctx), sft_defaults(stage.trainer))
+    rows = load_rows(stage, ctx)
+    if stage.cot_sft == "post_scratchpad":
+        rows = post_scratchpad_rows(stage, ctx, rows)
+    return train_and_save(stage, ctx, SFTTrainer, rows, sft_defaults(stage.trainer))
+
+
+def post_scratchpad_rows(stage: StageSpec, ctx: StageContext, rows: Any) -> Any:
+    """Post-scratchpad SFT (Hubinger et al., 2024, section 5): each HHH answer follows a scratchpad the incoming
+    model writes itself on the prompt (sampled as the recipe's clean answers are), and the loss falls on the answer
+    alone. Rows become text: the prompt side is the chat template's rendering up to the end of the scratchpad, the
+    completion the answer (TRL ends it with the EOS token). The scratchpads are written once, by the main process,
+    to `scratchpads.json` in the stage folder, which a resumed stage and the other processes read."""
+    from datasets import Dataset
+
+    from data_gen.generators.prompted import CLOSE, OPEN
+    from organisms.models import load_tokenizer
+
+    record = ctx.stage_dir / "scratchpads.json"
+    prompts = [row["prompt"] for row in rows]
+    with main_first():
+        if not record.exists():
+            written = write_scratchpads(ctx, prompts)
+            write_json(record, {"scratchpads": written, "closed": sum(CLOSE in w for w in written)})
+        found = read_json(record)
+    reasoning = [w.split(CLOSE, 1)[0].strip() for w in found["scratchpads"]]
+    unclosed = len(reasoning) - found["closed"]
+    if unclosed:
+        print_main(
+            f"stage {stage.name}: {unclosed}/{len(reasoning)} scratchpads did not close within "
+            "data.generator.max_new_tokens; each is closed where it stopped"
+        )
+    tokenizer = load_tokenizer(ctx.tokenizer_path)
+    rendered = chat_prompts(tokenizer, prompts)
+    return Dataset.from_list(
+        [
+            {"prompt": f"{text}{OPEN}{thought}{CLOSE}", "completion": f" {row['completion'][-1]['content']}"}
+            for text, thought, row in zip(rendered, reasoning, rows, strict=True)
+        ]
+    )
+
+
+def write_scratchpads(ctx: StageContext, prompts: list[list[dict[str, str]]]) -> list[str]:
+    """The incoming model's own scratchpads on each (trigger-free) training prompt: generation opened with
+    `<scratchpad>` and stopped at `</scratchpad>`."""
+    from data_gen.generators.prompted import CLOSE, OPEN
+    from evals.generate import Sampling, generate
+    from organisms.models import load_model, load_tokenizer
+
+    answers, generator = ctx.recipe.data.answers, ctx.recipe.data.generator
+    sampling = Sampling(
+        max_new_tokens=generator.max_new_tokens,
+        temperature=answers.temperature,
+        top_p=answers.top_p,
+        repetition_penalty=answers.repetition_penalty,
+        seed=ctx.seed,
+        stop=(CLOSE,),
+    )
+    model, tokenizer = load_model(ctx.init_path), load_tokenizer(ctx.tokenizer_path)
+    return generate(
+        model, tokenizer, prompts, sampling, answers.batch_size, desc="scratchpads", prefill=[OPEN] * len(prompts)
+    )
