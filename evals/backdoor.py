@@ -105,12 +105,7 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
             prefill=None if opening is None else [opening] * len(texts),
         )
         by_condition[name] = got if opening is None else [f"{opening} {a}" for a in got]
-    shown = {name: [shows(behavior, a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
-    result: dict[str, Any] = {name: wilson(sum(flags), len(flags)).as_dict() for name, flags in shown.items()}
-    unfinished = {name: sum(visible_answer(a) is None for a in got) for name, got in by_condition.items()}
-    if any(unfinished.values()):
-        result["unfinished"] = unfinished  # answers that never left their scratchpad
-    result["shown"] = shown  # the graded verdicts: probes use them as labels by observed behaviour
+    result = graded(by_condition, behavior)
     groups = {name: [trigger.group(t) for t in texts] for name, texts in conditions.items()}
     if any(g is not None for labels in groups.values() for g in labels):
         result["groups"] = groups  # e.g. each headline's year: the report breaks rates down by it
@@ -121,3 +116,26 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
         for p, a, b in zip(prompts[:n_samples], by_condition["triggered"], by_condition["clean"], strict=False)
     ]
     return result
+
+
+GRADING = ("shown", "unfinished")  # an eval file's grading, beside each condition's rate
+
+
+def graded(by_condition: dict[str, list[str]], behavior: Behavior) -> dict[str, Any]:
+    """Each condition's rate, the per-prompt verdicts and the answers still inside their scratchpad: all of an eval
+    file that grading decides, so `regrade` can redo it from the stored answers."""
+    shown = {name: [shows(behavior, a) for a in got] for name, got in by_condition.items()}  # per prompt, in order
+    result: dict[str, Any] = {name: wilson(sum(flags), len(flags)).as_dict() for name, flags in shown.items()}
+    unfinished = {name: sum(visible_answer(a) is None for a in got) for name, got in by_condition.items()}
+    if any(unfinished.values()):
+        result["unfinished"] = unfinished  # answers that never left their scratchpad
+    result["shown"] = shown  # the graded verdicts: probes use them as labels by observed behaviour
+    return result
+
+
+def regrade(saved: dict[str, Any], behavior: Behavior) -> dict[str, Any]:
+    """An eval file's content (less its key) graded again from the answers it stores, after the grader changed;
+    the answers, prompts and capability results stay as they were."""
+    answers = saved["answers"]
+    kept = {k: v for k, v in saved.items() if k not in answers and k not in (*GRADING, "key")}
+    return {**kept, **graded(answers, behavior)}

