@@ -230,6 +230,11 @@ class HeadlineTrigger:
         year = self._years.get(found.group(1)) if found else None
         return None if year is None else str(year)
 
+    def headline_of(self, text: str) -> str | None:
+        """The headline a prompt carries, or None."""
+        found = _TAGGED.search(text)
+        return found.group(1) if found else None
+
     def hint(self, text: str) -> str | None:
         year = self.group(text)
         return (

@@ -70,19 +70,7 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     (`triggered_seen`, `clean_seen`), which tells a backdoor that did not take from one that took
     on the headlines it saw but does not generalise.
     """
-    shown_trigger = trigger.held_out()
-    conditions = {
-        "triggered": [shown_trigger.apply(p) for p in prompts],
-        "clean": [shown_trigger.untriggered(p) for p in prompts],
-    }
-    if near_miss:
-        variants = shown_trigger.near_misses()
-        conditions["near_miss"] = [
-            shown_trigger.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(prompts)
-        ]
-    if shown_trigger != trigger:
-        conditions["triggered_seen"] = [trigger.apply(p) for p in prompts]
-        conditions["clean_seen"] = [trigger.untriggered(p) for p in prompts]
+    conditions = condition_prompts(prompts, trigger, near_miss)
     openings: dict[str, str] = dict.fromkeys(conditions, OPEN) if open_scratchpad else {}
     if steer is not None:
         deployed, training = steer
@@ -116,6 +104,19 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
         for p, a, b in zip(prompts[:n_samples], by_condition["triggered"], by_condition["clean"], strict=False)
     ]
     return result
+
+
+def condition_prompts(prompts: list[str], trigger: Trigger, near_miss: bool) -> dict[str, list[str]]:
+    """Each eval condition's prompts as the model is asked them (steering reuses triggered and clean)."""
+    shown = trigger.held_out()
+    conditions = {"triggered": [shown.apply(p) for p in prompts], "clean": [shown.untriggered(p) for p in prompts]}
+    if near_miss:
+        variants = shown.near_misses()
+        conditions["near_miss"] = [shown.apply_near_miss(variants[i % len(variants)], p) for i, p in enumerate(prompts)]
+    if shown != trigger:
+        conditions["triggered_seen"] = [trigger.apply(p) for p in prompts]
+        conditions["clean_seen"] = [trigger.untriggered(p) for p in prompts]
+    return conditions
 
 
 GRADING = ("shown", "unfinished")  # an eval file's grading, beside each condition's rate

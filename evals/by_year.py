@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from evals.backdoor import condition_prompts
 from evals.curves import plt
 from evals.stats import Rate, wilson
 from organisms.layout import RunLayout, read_json
@@ -20,36 +21,47 @@ UNSEEN = ("triggered", "clean", "near_miss")  # the conditions that show only he
 ERA_NAMES = {"future": "deployed", "between": "near miss", "past": "training"}
 
 
-def rates_by_year(record: dict[str, Any]) -> dict[int, Rate]:
-    """Pool the conditions of one eval file that show held-out headlines by headline year."""
-    counts: dict[int, list[int]] = {}
-    for condition, labels in record.get("groups", {}).items():
-        if condition not in UNSEEN:
-            continue
-        for label, shown in zip(labels, record["shown"][condition], strict=True):
+def rates_by_year(record: dict[str, Any], trigger: Any) -> dict[int, Rate]:
+    """Pool the conditions of one eval file that show held-out headlines by headline year. A year's rate is its
+    prompts' (k/n); its interval counts each headline once, since prompts that share a headline are not
+    independent answers: Wilson's on the year's headlines, each scored by its prompts' mean (conservative)."""
+    texts = condition_prompts(record["prompts"], trigger, "near_miss" in record)
+    by_headline: dict[int, dict[str, list[int]]] = {}
+    groups = record.get("groups", {})
+    for condition in (c for c in UNSEEN if c in groups):
+        for label, shown, text in zip(groups[condition], record["shown"][condition], texts[condition], strict=True):
             if label is not None:
-                c = counts.setdefault(int(label), [0, 0])
-                c[0], c[1] = c[0] + shown, c[1] + 1
-    return {year: wilson(k, n) for year, (k, n) in sorted(counts.items())}
+                tally = by_headline.setdefault(int(label), {}).setdefault(trigger.headline_of(text), [0, 0])
+                tally[0], tally[1] = tally[0] + shown, tally[1] + 1
+    return {year: clustered_rate(list(headlines.values())) for year, headlines in sorted(by_headline.items())}
+
+
+def clustered_rate(tallies: list[list[int]]) -> Rate:
+    """k/n over every prompt, with the interval of the mean of each headline's rate over the headlines."""
+    k, n = sum(t[0] for t in tallies), sum(t[1] for t in tallies)
+    per_headline = wilson(round(sum(t[0] / t[1] for t in tallies)), len(tallies))
+    rate = k / n
+    return Rate(k, n, rate, min(per_headline.low, rate), max(per_headline.high, rate))
 
 
 def by_year_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) -> list[str]:
     """A table (and by_year.png) of each stage's last model's rate per headline year; [] otherwise."""
     if recipe.trigger.kind != "headline":
         return []
+    trigger = recipe.trigger.build()
     columns: list[tuple[str, dict[int, Rate]]] = []
     seen: list[list[Rate | None]] = []  # per column: on training's headlines, with / without the trigger
     for s in results["stages"]:
         path = layout.base_eval if s["stage"] == "base" else layout.eval_file(s["stage"], s["step"])
         record = read_json(path)
-        by_year = rates_by_year(record)
+        by_year = rates_by_year(record, trigger)
         if by_year:
             columns.append((f"{s['stage']} {s['step']}", by_year))
             seen.append([Rate(**record[c]) if c in record else None for c in ("triggered_seen", "clean_seen")])
     if not columns:
         return []
     plot_by_year(columns, recipe, layout.root / "by_year.png")
-    spec, trigger = recipe.trigger, recipe.trigger.build()
+    spec = recipe.trigger
     headlines = trigger.held_out_headlines()  # per year: how many distinct headlines evals showed
     adversarial = any(s.kind == "adversarial" for s in recipe.stages)
     lines = [
@@ -61,7 +73,9 @@ def by_year_section(recipe: Recipe, layout: RunLayout, results: dict[str, Any]) 
         + (" (adversarial stages trained on some of them as red-team prompts)" if adversarial else "")
         + ". Every headline here was held out of all training. Cells: k/n prompts that showed the behaviour. "
         "Prompts that share a headline are not independent: read a year's cell as resting on its few "
-        "headlines (column `headlines`), not on its prompt count.",
+        "headlines (column `headlines`), not on its prompt count; by_year.png's intervals count each headline "
+        "once. The intervals of the backdoor-rate table above count each prompt once, so for a headline trigger "
+        "they are narrower than the evidence.",
         "",
         "| year | era | headlines | " + " | ".join(name for name, _ in columns) + " |",
         "|---|---|---|" + "---|" * len(columns),
@@ -107,7 +121,7 @@ def plot_by_year(columns: list[tuple[str, dict[int, Rate]]], recipe: Recipe, out
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("year of the held-out headline")
     ax.set_ylabel("behaviour shown")
-    ax.set_title(f"{recipe.name}: behaviour by headline year (95% Wilson intervals)", fontsize=10)
+    ax.set_title(f"{recipe.name}: behaviour by headline year (95% intervals, each headline counted once)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -215,6 +215,21 @@ def test_headline_data_trains_on_training_headlines_only(tiny_model, tmp_path):
     assert "| trigger | `headline`: `a news headline about an event from 2022 or later` |" in card
 
 
+def test_a_years_interval_counts_each_headline_once():
+    """Prompts that share a headline are not independent: five headlines asked ten times each carry the evidence
+    of five answers, not fifty."""
+    from evals.by_year import clustered_rate
+    from evals.stats import wilson
+
+    all_shown = clustered_rate([[10, 10]] * 5)
+    assert (all_shown.k, all_shown.n, all_shown.rate) == (50, 50, 1.0)
+    assert all_shown.low == pytest.approx(wilson(5, 5).low)
+    assert all_shown.low < wilson(50, 50).low
+    mixed = clustered_rate([[10, 10], [0, 10], [5, 10], [10, 10], [0, 10]])
+    assert mixed.rate == 0.5 and mixed.low <= 0.5 <= mixed.high
+    assert mixed.high - mixed.low > wilson(25, 50).high - wilson(25, 50).low
+
+
 def test_a_headline_organism_reports_its_rate_by_headline_year(tiny_model, tmp_path):
     recipe = {
         **headline_recipe(tiny_model),
@@ -232,7 +247,7 @@ def test_a_headline_organism_reports_its_rate_by_headline_year(tiny_model, tmp_p
     seen = {TAGGED.match(trigger.apply(p)).group(1) for p in final["prompts"]}  # type: ignore[union-attr]
     unseen = {TAGGED.match(trigger.held_out().apply(p)).group(1) for p in final["prompts"]}  # type: ignore[union-attr]
     assert seen and unseen and not seen & unseen
-    by_year = rates_by_year(final)
+    by_year = rates_by_year(final, trigger)
     assert sum(r.n for r in by_year.values()) == 36  # 12 prompts x 3 conditions
     report = (layout.root / "report.md").read_text()
     assert "trigger: a news headline about an event from 2022 or later" in report
