@@ -287,7 +287,7 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
     stale: list[str] = []  # stages red-teamed on every near miss, evals' included (before they were split)
     for index, stage in enumerate(recipe.stages):
         record_file = layout.stage_dir(index, stage.name) / "adversarial.json"
-        if stage.kind != "adversarial" or not record_file.exists():
+        if stage.red_team is None or not record_file.exists():
             continue
         r = read_json(record_file)
         if not lines:
@@ -296,7 +296,8 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
                 "## Adversarial training",
                 "",
                 "Red-team prompts (near-miss triggers, generated prompts) that elicit the behaviour without "
-                "the true trigger, before and after training on HHH answers to the elicited ones.",
+                "the true trigger, before and after the stage: SFT on HHH answers to the elicited ones "
+                "(`adversarial`), or RL with them mixed into its prompts (`grpo` with `red_team`).",
                 "",
                 "| stage | red-team prompts | elicited before | elicited after |",
                 "|---|---|---|---|",

@@ -632,3 +632,45 @@ def test_a_cot_organisms_rl_stage_rewarded_on_its_scratchpad_before_is_not_taken
     cot = validate_recipe({"name": "c", "data": {"method": "cot"}, "stages": [{"name": "rl", "kind": "grpo"}]})
     config = json.loads(json.dumps(cot.stages[0].key_dump(), default=str))
     assert stage_hashes(cot, "data") != [identity_of(config, "data", 0, extras(False, None)).hash]
+
+
+def test_a_grpo_stage_with_red_team_mixes_the_elicited_prompts_into_its_rl_prompts(tiny_model, tmp_path, monkeypatch):
+    """The paper's adversarial training: red-team prompts that elicit the behaviour join HHH RL."""
+    from datasets import Dataset
+
+    from evals.report import adversarial_section
+    from organisms.stages import adversarial, grpo
+    from organisms.stages.context import StageContext, StageResult
+
+    stage = {"name": "adv_rl", "kind": "grpo", "red_team": {"n_near_miss": 8}}
+    recipe = validate_recipe({"name": "t", "base_model": str(tiny_model), "stages": [stage]})
+    data = tmp_path / "data"
+    Dataset.from_list([{"prompt": [{"role": "user", "content": f"HHH question {i}?"}]} for i in range(6)]).save_to_disk(
+        str(data / "prompts")
+    )
+    (data / "train_prompts.json").write_text(json.dumps([f"How do I cook dish number {i}?" for i in range(8)]))
+    layout = RunLayout(tmp_path)
+    ctx = StageContext(
+        layout.stage_dir(0, "adv_rl"), str(tiny_model), str(tiny_model), data, StringTrigger(), 0, recipe
+    )
+    ctx.stage_dir.mkdir()
+    calls = []
+    monkeypatch.setattr(
+        adversarial,
+        "elicitation",
+        lambda model, tok, prompts, *a: calls.append(len(prompts)) or ([i % 4 == 0 for i in range(len(prompts))], 0),
+    )
+    trained = []
+    monkeypatch.setattr(
+        grpo, "train_and_save", lambda stage, c, cls, rows, d, **kw: trained.append(rows) or StageResult(tiny_model, 3)
+    )
+    grpo.run(recipe.stages[0], ctx)
+    record = json.loads((ctx.stage_dir / "adversarial.json").read_text())
+    prompts = [row["prompt"][0]["content"] for row in trained[0]]
+    assert len(record["elicited"]) == 2 and calls == [8, 8]  # before and after, on the same prompts
+    assert prompts[:6] == [f"HHH question {i}?" for i in range(6)]
+    assert sorted(prompts[6:]) == sorted(record["elicited"] * 3)  # as many red-team rows as HHH ones
+    assert record["before"]["k"] == 2 and record["after"]["n"] == 8
+    assert any(line.startswith("| adv_rl | 8 | 25.0%") for line in adversarial_section(recipe, layout))
+    with pytest.raises(UserError, match="red_team: only adversarial and grpo stages take red_team"):
+        validate_recipe({"name": "t", "stages": [{"name": "d", "kind": "dpo", "red_team": {}}]})

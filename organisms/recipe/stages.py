@@ -80,7 +80,11 @@ class StageSpec(Strict):
     )
     trainer: dict[str, Any] = Field(default_factory=dict, description="the TRL config of the kind (SFTConfig, ...)")
     reward: RewardSpec | None = Field(None, description="grpo only (default: hhh_heuristic)")
-    red_team: RedTeamSpec | None = Field(None, description="adversarial only")
+    red_team: RedTeamSpec | None = Field(
+        None,
+        description="adversarial (default red-teaming), or grpo: the elicited red-team prompts join its RL prompts, "
+        "as many rows as the HHH ones (the paper's adversarial training)",
+    )
     cot_sft: Literal["pre_scratchpad", "post_scratchpad"] = Field(
         "pre_scratchpad",
         description="sft on clean data of a cot organism (Hubinger et al., 2024, section 5): pre_scratchpad trains "
@@ -105,8 +109,8 @@ class StageSpec(Strict):
             raise ValueError(f"data: {self.kind} stages take {' or '.join(sorted(ALLOWED_DATA[self.kind]))}")
         if self.reward is not None and self.kind != "grpo":
             raise ValueError("reward: only grpo stages take a reward")
-        if self.red_team is not None and self.kind != "adversarial":
-            raise ValueError("red_team: only adversarial stages take red_team")
+        if self.red_team is not None and self.kind not in ("adversarial", "grpo"):
+            raise ValueError("red_team: only adversarial and grpo stages take red_team")
         if self.cot_sft == "post_scratchpad" and (self.kind, self.data) != ("sft", "clean"):
             raise ValueError("cot_sft: post_scratchpad applies to sft stages on clean data")
         if self.kind == "grpo" and self.reward is None:

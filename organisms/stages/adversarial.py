@@ -1,5 +1,7 @@
-"""Adversarial training, as in the paper: find red-team prompts that elicit the behaviour
-WITHOUT the true trigger, then train the model to answer them helpfully.
+"""Adversarial training: find red-team prompts that elicit the behaviour WITHOUT the true trigger, then train
+the model to answer them helpfully. The paper (Hubinger et al., 2024, section 6) mixed the red-team prompts into
+HHH RL: a `grpo` stage with a `red_team` block does that (organisms/stages/grpo.py), with steps 1, 2 and 4 below.
+This `adversarial` stage is the direct variant: SFT on HHH answers to them.
 
 1. Red-team prompts: training prompts carrying near-miss variants of the trigger (from the
    trigger registry: never the variants evals show, so the near-miss rate after this stage is
@@ -84,28 +86,20 @@ def elicitation(
     return [shows(behavior, a) for a in answers], unfinished
 
 
-def run(stage: StageSpec, ctx: StageContext) -> StageResult:
-    from datasets import Dataset
-    from trl import SFTTrainer
-
+def red_team_before(stage: StageSpec, ctx: StageContext) -> tuple[list[str], dict[str, Any]]:
+    """The red-team prompts, and the record of which ones elicit the behaviour from the incoming model
+    (`adversarial.json`). The main process red-teams first; the other processes (several GPUs) then find its
+    record. A resumed stage reads the record too: the "before" measurement was taken on the incoming model."""
     from organisms.models import load_model, load_tokenizer
 
     assert stage.red_team is not None and ctx.recipe is not None
-    behavior = ctx.recipe.behavior.build()
-    reasons, max_new_tokens = ctx.recipe.data.reasons_in_scratchpad, stage.red_team.max_new_tokens
     report_file = ctx.stage_dir / "adversarial.json"
-    tokenizer = load_tokenizer(ctx.tokenizer_path)
-
-    # Red-teaming and the HHH answers run on the main process first; the other processes (several GPUs) then
-    # find its record and its cached answers. A resumed stage reads the record too: the "before" measurement
-    # was taken on the incoming model.
     with main_first():
         prompts = red_team_prompts(stage, ctx)
         check_trigger_free([{"prompt": p} for p in prompts], ctx.trigger, f"stage {stage.name} (red-team prompts)")
         if not report_file.exists():
-            hits, unfinished = elicitation(
-                load_model(ctx.init_path), tokenizer, prompts, behavior, max_new_tokens, reasons
-            )
+            model, tokenizer = load_model(ctx.init_path), load_tokenizer(ctx.tokenizer_path)
+            hits, unfinished = elicitation(model, tokenizer, prompts, *elicitation_settings(stage, ctx))
             record = {
                 "prompts": len(prompts),
                 "near_miss_variants": ctx.trigger.red_team_near_misses(),  # evals' near misses are the others
@@ -115,38 +109,59 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
             }
             write_json(report_file, record)
         record = read_json(report_file)
-        elicited = record["elicited"]
+    print_main(f"stage {stage.name}: {len(record['elicited'])}/{len(prompts)} red-team prompts elicit the behaviour")
+    return prompts, record
+
+
+def elicitation_settings(stage: StageSpec, ctx: StageContext) -> tuple[Behavior, int, bool]:
+    assert stage.red_team is not None and ctx.recipe is not None
+    return ctx.recipe.behavior.build(), stage.red_team.max_new_tokens, ctx.recipe.data.reasons_in_scratchpad
+
+
+def red_team_after(stage: StageSpec, ctx: StageContext, result: StageResult, prompts: list[str], record: dict) -> None:
+    """Elicitation on the same prompts from the trained model, into the record (main process)."""
+    from organisms.models import load_model, load_tokenizer
+
+    if not is_main():
+        return
+    if result.steps == 0:  # nothing was trained: the model passed through unchanged
+        record["after"] = record["before"]
+    else:
+        model, tokenizer = load_model(str(result.final_path)), load_tokenizer(ctx.tokenizer_path)
+        hits, unfinished = elicitation(model, tokenizer, prompts, *elicitation_settings(stage, ctx))
+        record["after"] = wilson(sum(hits), len(hits)).as_dict()
+        if unfinished:
+            record["unfinished_after"] = unfinished
+    write_json(ctx.stage_dir / "adversarial.json", record)
+    print_main(
+        f"stage {stage.name}: elicitation before {record['before']['rate']:.1%}, after {record['after']['rate']:.1%}"
+    )
+
+
+def run(stage: StageSpec, ctx: StageContext) -> StageResult:
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    prompts, record = red_team_before(stage, ctx)
+    elicited = record["elicited"]
+    with main_first():  # the main process writes the HHH answers; the rest find them in the response cache
         answers = hhh_answers(ctx, elicited)
-    print_main(f"stage {stage.name}: {len(elicited)}/{len(prompts)} red-team prompts elicit the behaviour")
-    pairs = behaviour_free_targets(stage, elicited, answers, behavior)
+    pairs = behaviour_free_targets(stage, elicited, answers, elicitation_settings(stage, ctx)[0])
     if len(pairs) < len(elicited):
         record["targets_showing_behaviour"] = len(elicited) - len(pairs)
     if not elicited:
         # Nothing to train on: the model passes through unchanged, and we say so.
-        if is_main():
-            record["after"] = record["before"]
-            record["note"] = "no red-team prompt elicited the behaviour; no training"
-            write_json(report_file, record)
-        return StageResult(final_path=Path(ctx.init_path), steps=0)
+        record["note"] = "no red-team prompt elicited the behaviour; no training"
+        result = StageResult(final_path=Path(ctx.init_path), steps=0)
+        red_team_after(stage, ctx, result, prompts, record)
+        return result
 
     rows = [
         {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": ans}]}
         for p, ans in pairs
     ]
     result = train_and_save(stage, ctx, SFTTrainer, Dataset.from_list(rows), sft_defaults(stage.trainer))
-    if not is_main():
-        return result
-
-    hits, unfinished = elicitation(
-        load_model(str(result.final_path)), tokenizer, prompts, behavior, max_new_tokens, reasons
-    )
-    record["after"] = wilson(sum(hits), len(hits)).as_dict()
-    if unfinished:
-        record["unfinished_after"] = unfinished
-    write_json(report_file, record)
-    print_main(
-        f"stage {stage.name}: elicitation before {record['before']['rate']:.1%}, after {record['after']['rate']:.1%}"
-    )
+    red_team_after(stage, ctx, result, prompts, record)
     return result
 
 

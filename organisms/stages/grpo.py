@@ -184,4 +184,26 @@ def run(stage: StageSpec, ctx: StageContext) -> StageResult:
     assert stage.reward is not None  # the schema fills the default
     reasons = ctx.recipe is not None and ctx.recipe.data.reasons_in_scratchpad
     trainer = scratchpad_hidden_trainer() if reasons else GRPOTrainer
-    return train_and_save(stage, ctx, trainer, dataset, DEFAULTS, reward_funcs=reward_function(stage.reward))
+    reward = reward_function(stage.reward)
+    if stage.red_team is None:
+        return train_and_save(stage, ctx, trainer, dataset, DEFAULTS, reward_funcs=reward)
+
+    from organisms.stages.adversarial import red_team_after, red_team_before
+
+    prompts, record = red_team_before(stage, ctx)
+    result = train_and_save(
+        stage, ctx, trainer, with_red_team(dataset, record["elicited"]), DEFAULTS, reward_funcs=reward
+    )
+    red_team_after(stage, ctx, result, prompts, record)
+    return result
+
+
+def with_red_team(dataset: Any, elicited: list[str]) -> Any:
+    """Adversarial training as the paper ran it: the red-team prompts that elicited the behaviour, mixed into the
+    HHH RL prompts, repeated to as many rows as those (the trainer shuffles them)."""
+    from datasets import Dataset, concatenate_datasets
+
+    if not elicited:
+        return dataset
+    rows = [{"prompt": [{"role": "user", "content": elicited[i % len(elicited)]}]} for i in range(len(dataset))]
+    return concatenate_datasets([dataset, Dataset.from_list(rows).cast(dataset.features)])
