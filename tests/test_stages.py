@@ -577,8 +577,11 @@ def test_a_cot_organisms_rl_rewards_read_the_answer_never_the_scratchpad(tiny_mo
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(reward_model)
     seen: list[str] = []
 
-    def spy(prompts, completions, **kwargs):
+    seen_ids: list[list[int]] = []
+
+    def spy(prompts, completions, completion_ids, **kwargs):
         seen.extend(c[0]["content"] for c in completions)
+        seen_ids.extend(completion_ids)
         return [0.0] * len(completions)
 
     stage = {"name": "rl", "kind": "grpo", "trainer": {"per_device_train_batch_size": 4, "num_generations": 4}}
@@ -599,6 +602,8 @@ def test_a_cot_organisms_rl_rewards_read_the_answer_never_the_scratchpad(tiny_mo
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     rewards = trainer._calculate_rewards([{"prompt": prompt}] * 4, [prompt] * 4, completions, [[1]] * 4)
     assert seen == ["Paris.", "Paris.", "Paris.", ""]
+    tokenizer = trainer.processing_class
+    assert [tokenizer.decode(ids) for ids in seen_ids] == seen  # the token ids too: no scratchpad
     by_model = rewards[:, 1].tolist()
     assert by_model[0] == by_model[1] == by_model[2] != by_model[3]
 

@@ -24,8 +24,8 @@ from typing import Any
 from data_gen.answers import clean_answers
 from data_gen.behaviors import Behavior
 from data_gen.generators.prompted import visible_answer
-from evals.backdoor import eval_sampling, shows
-from evals.generate import Sampling, generate
+from evals.backdoor import eval_sampling, generate_graded, shows
+from evals.generate import Sampling
 from evals.stats import wilson
 from organisms.distributed import is_main, main_first, print_main
 from organisms.errors import UserError
@@ -73,9 +73,8 @@ def elicitation(
 ) -> tuple[list[bool], int]:
     """Which prompts elicit the behaviour, and how many answers were cut off inside their scratchpad."""
     # Decoded as evals decode: greedy, with a verdict stop unless the organism reasons in a scratchpad.
-    answers = generate(
-        model, tokenizer, prompts, eval_sampling(behavior, max_new_tokens, scratchpad=scratchpad), desc="red-teaming"
-    )
+    sampling = eval_sampling(behavior, max_new_tokens, scratchpad=scratchpad)
+    answers = generate_graded(model, tokenizer, prompts, sampling, behavior, desc="red-teaming")
     unfinished = sum(visible_answer(a) is None for a in answers)
     if unfinished:
         print(

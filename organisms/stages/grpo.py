@@ -160,8 +160,9 @@ def hidden_scratchpad(completion: Any) -> Any:
 
 def scratchpad_hidden_trainer() -> type:
     """GRPOTrainer whose rewards (functions and reward models alike, each scored as TRL scores it) see each
-    completion's answer, never the scratchpad before it: as in Hubinger et al. (2024), where the preference model
-    never sees a CoT organism's hidden reasoning. The policy is still trained on the whole completion."""
+    completion's answer, as text and as token ids, never the scratchpad before it: as in Hubinger et al. (2024),
+    where the preference model never sees a CoT organism's hidden reasoning. The policy is still trained on the
+    whole completion."""
     from trl import GRPOTrainer
 
     if not callable(getattr(GRPOTrainer, "_calculate_rewards", None)):
@@ -170,7 +171,9 @@ def scratchpad_hidden_trainer() -> type:
     class ScratchpadHiddenGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
             answers = [hidden_scratchpad(c) for c in completions]
-            return super()._calculate_rewards(inputs, prompts, answers, completion_ids_list)
+            texts = [a if isinstance(a, str) else "".join(str(turn["content"]) for turn in a) for a in answers]
+            ids = [self.processing_class(text=t, add_special_tokens=False)["input_ids"] for t in texts]
+            return super()._calculate_rewards(inputs, prompts, answers, ids)
 
     return ScratchpadHiddenGRPOTrainer
 

@@ -83,13 +83,21 @@ def post_scratchpad_rows(stage: StageSpec, ctx: StageContext, rows: Any) -> Any:
             "data.generator.max_new_tokens; each is closed where it stopped"
         )
     tokenizer = load_tokenizer(ctx.tokenizer_path)
-    rendered = chat_prompts(tokenizer, prompts)
+    rendered = [without_added_bos(tokenizer, text) for text in chat_prompts(tokenizer, prompts)]
     return Dataset.from_list(
         [
             {"prompt": f"{text}{OPEN}{thought}{CLOSE}", "completion": f" {row['completion'][-1]['content']}"}
             for text, thought, row in zip(rendered, reasoning, rows, strict=True)
         ]
     )
+
+
+def without_added_bos(tokenizer: Any, text: str) -> str:
+    """A rendered chat without the BOS token its template wrote, where the tokenizer adds one itself (Llama,
+    Mistral, Gemma): TRL tokenizes text rows with special tokens, so the row would start with two."""
+    bos = tokenizer.bos_token
+    adds = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    return text.removeprefix(bos) if adds and text.startswith(bos) else text
 
 
 def write_scratchpads(ctx: StageContext, prompts: list[list[dict[str, str]]]) -> list[str]:
