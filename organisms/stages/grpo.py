@@ -172,7 +172,8 @@ def scratchpad_hidden_trainer() -> type:
         def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
             answers = [hidden_scratchpad(c) for c in completions]
             texts = [a if isinstance(a, str) else "".join(str(turn["content"]) for turn in a) for a in answers]
-            ids = [self.processing_class(text=t, add_special_tokens=False)["input_ids"] for t in texts]
+            tokenizer: Any = self.processing_class  # a tokenizer here (typed as any processor by transformers)
+            ids = [tokenizer(text=t, add_special_tokens=False)["input_ids"] for t in texts]
             return super()._calculate_rewards(inputs, prompts, answers, ids)
 
     return ScratchpadHiddenGRPOTrainer
