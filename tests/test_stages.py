@@ -392,7 +392,8 @@ def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organi
     clean base their adapter would otherwise name), and DPO's reference model is the organism."""
     from peft import PeftModel
 
-    import organisms.pipeline as pipeline
+    import organisms.run_evals as run_evals
+    from evals.protocol import capability_questions
     from organisms.hashing import fingerprint
     from organisms.models import load_model, load_tokenizer
     from organisms.stages import training
@@ -408,13 +409,13 @@ def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organi
     assert not torch.allclose(organism, logits(load_model(str(tiny_model)), tokenizer), atol=1e-4)
 
     evaluated: dict[str, torch.Tensor] = {}
-    real_evaluate = pipeline.evaluate_model
+    real_evaluate = run_evals.evaluate_model
 
     def spy_evaluate(model, *args):
         evaluated[f"call{len(evaluated)}"] = logits(model, tokenizer)
         return real_evaluate(model, *args)
 
-    monkeypatch.setattr(pipeline, "evaluate_model", spy_evaluate)
+    monkeypatch.setattr(run_evals, "evaluate_model", spy_evaluate)
     recipe["base_model"], recipe["name"] = str(adapter), "lora-on-adapter"
     recipe["stages"] = [{"name": "hhh", "peft": lora, **fast(1e-3, 2, save_steps=1)}]
     root = run_recipe(validate_recipe(recipe), tmp_path).root
@@ -427,7 +428,7 @@ def test_an_adapter_base_model_is_trained_evaluated_and_referenced_as_the_organi
     # a folder evaluated before this fix (on the clean base): its stage evals are redone, the stage kept
     evals = sorted((root / "evals" / "hhh").glob("*.json"))
     validated = validate_recipe(recipe)
-    protocol = pipeline.protocol_key(validated, pipeline.capability_questions(validated))
+    protocol = run_evals.protocol_key(validated, capability_questions(validated))
     unmarked = fingerprint(json.loads((root / "01_hhh" / "done.json").read_text())["hash"], protocol)
     for path in evals:
         path.write_text(json.dumps({**json.loads(path.read_text()), "key": unmarked}))

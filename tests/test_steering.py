@@ -155,8 +155,8 @@ def test_eval_keys_and_sweep_run_names_are_those_of_the_commit_before_these_fiel
     from pathlib import Path
 
     from evals.protocol import capability_questions
-    from organisms.pipeline import protocol_key
     from organisms.recipe import load_recipe
+    from organisms.run_evals import protocol_key
     from organisms.sweep import expand
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the repository root, as the values were computed

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from data_gen.build import built_on_commit
+from data_gen.build import built_on_commit, built_on_commits
 from evals.backdoor import eval_sampling, shows
 from evals.generate import generate
 from evals.probes import RESULTS_FORMAT
@@ -46,7 +46,14 @@ from evals.probes.sweep import (
 )
 from organisms.errors import UserError
 from organisms.layout import RunLayout, checkpoints, read_json, write_json
-from organisms.models import load_checkpoint, load_model, load_tokenizer, merged_weights, resolve_model
+from organisms.models import (
+    load_checkpoint,
+    load_model,
+    load_tokenizer,
+    merged_weights,
+    resolve_model,
+    shared_hub_commits,
+)
 from organisms.recipe import ProbeSpec, Recipe, load_recipe
 
 
@@ -121,6 +128,12 @@ def probe_run(run_dir: Path, spec: ProbeSpec | None = None, log: Any = print) ->
     if not layout.recipe.exists():
         raise UserError(f"{run_dir}: not a run folder (no recipe.resolved.yaml)")
     recipe: Recipe = load_recipe(layout.recipe)
+    # the Hub commits the run folder was built on (a bare-id base, a LoRA adapter's bare-id base), not main's now
+    with shared_hub_commits([recipe.base_model], built_on_commits(layout.data, recipe.base_model)):
+        return probe_models(layout, recipe, spec, log)
+
+
+def probe_models(layout: RunLayout, recipe: Recipe, spec: ProbeSpec | None, log: Any) -> dict[str, Any]:
     spec = spec or recipe.probes or ProbeSpec()
     n_test = spec.n_prompts or recipe.eval.n_prompts
     held_out = read_json(layout.data / "eval_prompts.json")
