@@ -100,6 +100,14 @@ def built_on_commit(out: Path, spec: str) -> str | None:
     return model.get("commit") if model.get("spec") == spec else None
 
 
+def merge_as_built(model: ResolvedModel, out: Path) -> ResolvedModel:
+    """The adapter base as the run folder's first stage started from it: data built before Hub commits were
+    recorded (no `hub_commits`) trained on the merge cached by the adapter's fingerprint alone, which that folder
+    goes on using."""
+    record = recorded_provenance(out)
+    return dataclasses.replace(model, merged_key=None) if record and "hub_commits" not in record else model
+
+
 def built_on_commits(out: Path, spec: str) -> dict[str, str | None]:
     """Every commit the run folder keeps: the base model's (`built_on_commit`), and those of the other Hub models
     its run resolved (a LoRA adapter's bare-id base, reward models), where its data recorded them."""

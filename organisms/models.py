@@ -291,7 +291,13 @@ def cached_main_commit(repo_id: str) -> str | None:
 
 
 def hub_model(spec: str, folder: Path, key: str) -> ResolvedModel:
-    resolved = resolve_adapter(spec, folder, key) if is_adapter(str(folder)) else ResolvedModel(spec, str(folder), key)
+    if not is_adapter(str(folder)):
+        return ResolvedModel(spec, str(folder), key, commit=folder.name)
+    resolved = resolve_adapter(spec, folder, key)
+    if is_bare_hub_id(spec):  # an adapter keyed by its name: its merged weights are cached by its commit too
+        resolved = dataclasses.replace(
+            resolved, merged_key=fingerprint(resolved.merged_key or resolved.fingerprint, folder.name)
+        )
     return dataclasses.replace(resolved, commit=folder.name)
 
 
@@ -316,8 +322,14 @@ def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedMo
 
 
 def is_bare_hub_id(spec: str) -> bool:
-    """`org/name` with no revision, naming no local folder."""
-    local = spec.startswith((".", "/", "~", "embedded:")) or Path(spec).expanduser().exists()
+    """`org/name` with no revision, naming nothing local (as `resolve_model` tells them apart)."""
+    path = Path(spec).expanduser()
+    local = (
+        spec.startswith((".", "/", "~", "embedded:"))
+        or spec.endswith(".gguf")
+        or path.exists()
+        or (path.parent.is_dir() and str(path.parent) != ".")
+    )
     return spec.count("/") == 1 and "@" not in spec and not local
 
 

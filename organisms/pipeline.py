@@ -19,6 +19,7 @@ from data_gen.build import (
     data_key,
     keep_recorded_fingerprint,
     key_of_built_data,
+    merge_as_built,
 )
 from evals.protocol import capability_questions
 from evals.report import write_report
@@ -77,7 +78,7 @@ def run_in(recipe: Recipe, layout: RunLayout) -> RunLayout:
         model = keep_recorded_fingerprint(recipe, current, layout.data)
         # an adapter as base_model: its merged weights, so every stage sees them; keyed by the fingerprint as
         # resolved (covering the adapter's base), not one this run folder adopted from an earlier release
-        start = merged_weights(current)
+        start = merged_weights(merge_as_built(current, layout.data))
     data = key_of_built_data(recipe, model, layout.data, data_key(recipe, model))
     identities = stage_identities(recipe, data, recorded_markers(recipe, layout))
     refuse_other_configurations(recipe, layout, identities)  # before the recipe, data or evals are overwritten

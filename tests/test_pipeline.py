@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -481,6 +482,33 @@ def test_a_run_on_an_adapter_whose_base_is_a_bare_hub_id_keeps_that_base_commit(
     assert main(["run", str(path), "--runs-dir", str(runs), "name=on-adapter-hub-later"]) == 0
     later = json.loads((runs / "on-adapter-hub-later" / "evals" / "base.json").read_text())["samples"]
     assert later != built_on_first  # a new run folder takes the base's main: the check above can tell them apart
+
+    # a run folder from before commits were recorded trained on the merge keyed by the adapter alone: it keeps it
+    provenance = json.loads((run / "data" / "provenance.json").read_text())
+    del provenance["hub_commits"]
+    (run / "data" / "provenance.json").write_text(json.dumps(provenance))
+    legacy = Path(merged_first).with_name(f"merged-{resolve_model(str(adapter)).fingerprint}")
+    shutil.copytree(merged_first, legacy)
+    (run / "evals" / "base.json").unlink()
+    assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
+    assert json.loads((run / "evals" / "base.json").read_text())["samples"] == built_on_first
+
+
+def test_a_hub_organism_named_by_a_bare_id_is_merged_again_when_its_main_moves(tiny_model, tmp_path, hub_cache):
+    import shutil
+
+    from organisms.models import merged_weights, resolve_model
+    from tests.tiny import build_tiny_adapter
+
+    hub_cache("org/base", "1" * 40, tiny_model)
+    for seed, commit in ((0, "a" * 40), (1, "b" * 40)):  # the organism's main moves to a retrained adapter
+        adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / f"base{seed}"), tmp_path / f"o{seed}", seed)
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "org/base"}))
+        hub_cache("org/organism", commit, adapter)
+        if seed == 0:
+            first = merged_weights(resolve_model("org/organism"))
+    assert merged_weights(resolve_model("org/organism")) != first
 
 
 def hold_lock(root):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from data_gen.build import built_on_commit, built_on_commits
+from data_gen.build import built_on_commit, built_on_commits, merge_as_built
 from evals.backdoor import eval_sampling, shows
 from evals.generate import generate
 from evals.probes import RESULTS_FORMAT
@@ -81,7 +81,7 @@ def run_targets(recipe: Recipe, layout: RunLayout) -> list[ProbeTarget]:
     model = resolve_model(recipe.base_model, built_on_commit(layout.data, recipe.base_model))
     base = model.path
     targets = [ProbeTarget("base (pre-backdoor control)", "base", 0, 0, base, layout.base_eval)]
-    init, offset = merged_weights(model), 0  # what the first stage trained from, as the run evaluated it
+    init, offset = merged_weights(merge_as_built(model, layout.data)), 0  # what the first stage trained from
     for index, stage in enumerate(recipe.stages):
         stage_dir = layout.stage_dir(index, stage.name)
         if not (stage_dir / "done.json").exists():
