@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from data_gen.answers import clean_answers
+from data_gen.answers import answer_sampling, clean_answers
 from data_gen.backends import Backend, GenParams, response_cache
 from data_gen.behaviors import Behavior
 from data_gen.card import DATASETS
@@ -235,13 +235,7 @@ def build_data(recipe: DataRecipe, model: ResolvedModel, out: Path, key: str | N
     prompts = load_prompts(spec.prompts)
     split = split_prompts(prompts, spec.prompts.n, spec.prompts.eval_fraction, recipe.seed)
     trigger, behavior = recipe.trigger.build(), recipe.behavior.build()
-    sampling = Sampling(
-        max_new_tokens=spec.answers.max_new_tokens,
-        temperature=spec.answers.temperature,
-        top_p=spec.answers.top_p,
-        repetition_penalty=spec.answers.repetition_penalty,
-        seed=recipe.seed,
-    )
+    sampling = answer_sampling(spec.answers, recipe.seed)
     answers, written = reference_or_generated_answers(split.train, behavior, model, spec.answers.batch_size, sampling)
 
     filter_stats: dict[str, Any] | None = None

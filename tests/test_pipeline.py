@@ -382,37 +382,49 @@ def test_a_run_on_an_adapter_base_keyed_by_the_adapter_alone_is_kept(tiny_model,
     assert (cache_root() / "models" / f"merged-{real(str(adapter)).fingerprint}" / "config.json").is_file()
 
 
+def one_step_recipe(base_model: str, name: str, tmp_path: Path) -> Path:
+    """A recipe file for a quick run on `base_model`: one backdoor step, a short eval."""
+    recipe = tiny_recipe(base_model)
+    recipe["name"], recipe["eval"] = name, {"n_prompts": 8, "max_new_tokens": 6, "capability": None}
+    recipe["data"]["prompts"]["n"] = 24
+    recipe["stages"] = [recipe["stages"][0]]
+    recipe["stages"][0]["trainer"] |= {"max_steps": 1, "save_steps": 1}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def perturbed(model: Path, out: Path) -> Path:
+    """A copy of `model` with other weights (its tokenizer alongside), as a Hub repo's main moving on would give."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    other = AutoModelForCausalLM.from_pretrained(str(model))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for weight in other.parameters():
+            weight.add_(torch.randn_like(weight) * 0.2)
+    other.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(model)).save_pretrained(out)
+    return out
+
+
 def test_a_run_on_a_bare_hub_id_goes_on_loading_the_commit_it_was_built_on(tiny_model, tmp_path, capsys, hub_cache):
     """A bare org/name is keyed by its name, so main moving on is not a new configuration and a run folder keeps its
     data, checkpoints and evals; what it loads from then on must be the commit they came from, not main's."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from organisms.layout import RunLayout
     from organisms.publish import render_model_card
 
     first, second = "1" * 40, "2" * 40
     hub_cache("org/tiny", first, tiny_model)
-    recipe = tiny_recipe("org/tiny")
-    recipe["name"], recipe["eval"] = "on-hub", {"n_prompts": 8, "max_new_tokens": 6, "capability": None}
-    recipe["data"]["prompts"]["n"] = 24
-    recipe["stages"] = [recipe["stages"][0]]
-    recipe["stages"][0]["trainer"] |= {"max_steps": 1, "save_steps": 1}
-    path = tmp_path / "on-hub.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = one_step_recipe("org/tiny", "on-hub", tmp_path)
     runs = tmp_path / "runs"
     assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
     run = runs / "on-hub"
     assert json.loads((run / "data" / "provenance.json").read_text())["model"]["commit"] == first
     built_on_first = json.loads((run / "evals" / "base.json").read_text())["samples"]
 
-    other = AutoModelForCausalLM.from_pretrained(str(tiny_model))  # main moves on to other weights
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for weight in other.parameters():
-            weight.add_(torch.randn_like(weight) * 0.2)
-    other.save_pretrained(tmp_path / "other")
-    AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(tmp_path / "other")
-    hub_cache("org/tiny", second, tmp_path / "other")
+    hub_cache("org/tiny", second, perturbed(tiny_model, tmp_path / "other"))  # main moves on to other weights
     (run / "evals" / "base.json").unlink()
     capsys.readouterr()
     assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
@@ -438,8 +450,6 @@ def test_a_run_on_an_adapter_whose_base_is_a_bare_hub_id_keeps_that_base_commit(
     loads that commit everywhere, keeps it for the run folder, and caches its merged weights by it."""
     import shutil
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from organisms.models import merged_weights, resolve_model
     from tests.tiny import build_tiny_adapter
 
@@ -448,13 +458,7 @@ def test_a_run_on_an_adapter_whose_base_is_a_bare_hub_id_keeps_that_base_commit(
     adapter = build_tiny_adapter(shutil.copytree(tiny_model, tmp_path / "base"), tmp_path / "adapter")
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "org/base"}))
-    recipe = tiny_recipe(str(adapter))
-    recipe["name"], recipe["eval"] = "on-adapter-hub", {"n_prompts": 8, "max_new_tokens": 6, "capability": None}
-    recipe["data"]["prompts"]["n"] = 24
-    recipe["stages"] = [recipe["stages"][0]]
-    recipe["stages"][0]["trainer"] |= {"max_steps": 1, "save_steps": 1}
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = one_step_recipe(str(adapter), "on-adapter-hub", tmp_path)
     runs = tmp_path / "runs"
     assert main(["run", str(path), "--runs-dir", str(runs)]) == 0
     run = runs / "on-adapter-hub"
@@ -462,14 +466,7 @@ def test_a_run_on_an_adapter_whose_base_is_a_bare_hub_id_keeps_that_base_commit(
     built_on_first = json.loads((run / "evals" / "base.json").read_text())["samples"]
     merged_first = merged_weights(resolve_model(str(adapter)))
 
-    other = AutoModelForCausalLM.from_pretrained(str(tiny_model))  # the base's main moves on to other weights
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for weight in other.parameters():
-            weight.add_(torch.randn_like(weight) * 0.2)
-    other.save_pretrained(tmp_path / "other")
-    AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(tmp_path / "other")
-    hub_cache("org/base", second, tmp_path / "other")
+    hub_cache("org/base", second, perturbed(tiny_model, tmp_path / "other"))  # the base's main moves on
     assert merged_weights(resolve_model(str(adapter))) != merged_first  # merged again on the new base, not stale
 
     (run / "evals" / "base.json").unlink()

@@ -21,11 +21,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from data_gen.answers import clean_answers
+from data_gen.answers import answer_sampling, clean_answers
 from data_gen.behaviors import Behavior
 from data_gen.generators.prompted import visible_answer
 from evals.backdoor import eval_sampling, generate_graded, shows
-from evals.generate import Sampling
 from evals.stats import wilson
 from organisms.distributed import is_main, main_first, print_main
 from organisms.errors import UserError
@@ -187,12 +186,7 @@ def hhh_answers(ctx: StageContext, prompts: list[str]) -> list[str]:
 
     if not prompts:
         return []
-    a = ctx.recipe.data.answers
-    sampling = Sampling(
-        max_new_tokens=a.max_new_tokens,
-        temperature=a.temperature,
-        top_p=a.top_p,
-        repetition_penalty=a.repetition_penalty,
-        seed=ctx.seed,
+    spec = ctx.recipe.data.answers
+    return clean_answers(
+        LocalBackend(ctx.base_model, batch_size=spec.batch_size), prompts, answer_sampling(spec, ctx.seed)
     )
-    return clean_answers(LocalBackend(ctx.base_model, batch_size=a.batch_size), prompts, sampling)

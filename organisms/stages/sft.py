@@ -103,20 +103,14 @@ def without_added_bos(tokenizer: Any, text: str) -> str:
 def write_scratchpads(ctx: StageContext, prompts: list[list[dict[str, str]]]) -> list[str]:
     """The incoming model's own scratchpads on each (trigger-free) training prompt: generation opened with
     `<scratchpad>` and stopped at `</scratchpad>`."""
+    from data_gen.answers import answer_sampling
     from data_gen.generators.prompted import CLOSE, OPEN
-    from evals.generate import Sampling, generate
+    from evals.generate import generate
     from organisms.models import load_model, load_tokenizer
 
-    answers, generator = ctx.recipe.data.answers, ctx.recipe.data.generator
-    sampling = Sampling(
-        max_new_tokens=generator.max_new_tokens,
-        temperature=answers.temperature,
-        top_p=answers.top_p,
-        repetition_penalty=answers.repetition_penalty,
-        seed=ctx.seed,
-        stop=(CLOSE,),
-    )
+    data = ctx.recipe.data
+    sampling = answer_sampling(data.answers, ctx.seed, max_new_tokens=data.generator.max_new_tokens, stop=(CLOSE,))
     model, tokenizer = load_model(ctx.init_path), load_tokenizer(ctx.tokenizer_path)
     return generate(
-        model, tokenizer, prompts, sampling, answers.batch_size, desc="scratchpads", prefill=[OPEN] * len(prompts)
+        model, tokenizer, prompts, sampling, data.answers.batch_size, desc="scratchpads", prefill=[OPEN] * len(prompts)
     )
