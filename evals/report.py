@@ -285,6 +285,7 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
     """Red-team elicitation before and after each adversarial stage (the paper's Table)."""
     lines: list[str] = []
     stale: list[str] = []  # stages red-teamed on every near miss, evals' included (before they were split)
+    trigger = recipe.trigger.build()
     for index, stage in enumerate(recipe.stages):
         record_file = layout.stage_dir(index, stage.name) / "adversarial.json"
         if stage.red_team is None or not record_file.exists():
@@ -308,7 +309,6 @@ def adversarial_section(recipe: Recipe, layout: RunLayout) -> list[str]:
         if "targets_showing_behaviour" in r:
             note += f" ({r['targets_showing_behaviour']} HHH targets dropped: they showed the behaviour)"
         lines.append(f"| {stage.name} | {r['prompts']} | {Rate(**r['before'])} | {after}{note} |")
-        trigger = recipe.trigger.build()
         if recipe.eval.near_miss and "near_miss_variants" not in r and trigger.held_out() is trigger:
             stale.append(stage.name)
     if stale:

@@ -145,8 +145,7 @@ def resolve_model(spec: str, built_on: str | None = None) -> ResolvedModel:
         if not (path / "config.json").exists():
             raise UserError(f"model folder {spec} has no config.json (is it a saved HF checkpoint?)")
         return ResolvedModel(spec, str(path.resolve()), folder_fingerprint(path))
-    looks_local = spec.startswith((".", "/", "~")) or Path(spec).parent.is_dir() and str(Path(spec).parent) != "."
-    if looks_local:  # e.g. runs/typo: `runs` is a folder here, so this was meant as a path, not a hub id
+    if looks_local(spec):  # e.g. runs/typo: `runs` is a folder here, so this was meant as a path, not a hub id
         raise UserError(f"model folder {spec} does not exist")
     if is_pinned_hub_id(spec):
         repo_id, _, revision = spec.partition("@")
@@ -321,16 +320,15 @@ def resolve_adapter(spec: str, path: Path, own: str | None = None) -> ResolvedMo
     return ResolvedModel(spec, str(path.resolve()), key, tuple(earlier), merged_key=merged_key)
 
 
+def looks_local(spec: str) -> bool:
+    """A path, not a hub id: it starts like one, or its folder exists here (`runs/typo`, with `runs` a folder)."""
+    return spec.startswith((".", "/", "~")) or Path(spec).parent.is_dir() and str(Path(spec).parent) != "."
+
+
 def is_bare_hub_id(spec: str) -> bool:
-    """`org/name` with no revision, naming nothing local (as `resolve_model` tells them apart)."""
-    path = Path(spec).expanduser()
-    local = (
-        spec.startswith((".", "/", "~", "embedded:"))
-        or spec.endswith(".gguf")
-        or path.exists()
-        or (path.parent.is_dir() and str(path.parent) != ".")
-    )
-    return spec.count("/") == 1 and "@" not in spec and not local
+    """`org/name` with no revision, naming nothing local: what `resolve_model` resolves with `resolve_hub_id`."""
+    local = spec.startswith("embedded:") or spec.endswith(".gguf") or Path(spec).expanduser().exists()
+    return spec.count("/") == 1 and "@" not in spec and not local and not looks_local(spec)
 
 
 _SNAPSHOT = re.compile(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})/?$")
